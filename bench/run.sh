@@ -1,0 +1,12 @@
+#!/bin/sh
+# Builds and runs the benchmarks. Figures are ratios measured side by side
+# in one run; absolute numbers depend on the machine and its load.
+# Usage: bench/run.sh [BUILDDIR] [STATE-DIR]
+set -e
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
+builddir=${1:-$srcdir}
+statedir=${2:-$(mktemp -d /var/tmp/loopguard-bench.XXXXXX)}
+make -s -C "$builddir/bench" benchmarks
+"$builddir/bench/bench-looptest"
+echo
+"$builddir/bench/bench-ratelimit" "$statedir"

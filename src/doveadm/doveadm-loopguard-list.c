@@ -1,0 +1,169 @@
+/* doveadm loopguard list: a user's ratelimit keys and their state. */
+
+#include "lib.h"
+#include "array.h"
+#include "str-sanitize.h"
+#include "mail-user.h"
+#include "doveadm-print.h"
+
+#include "loopguard-db.h"
+#include "ratelimit-window.h"
+#include "doveadm-loopguard.h"
+
+#include <time.h>
+
+struct loopguard_list_row {
+	const char *handle;
+	const char *key;
+	struct ratelimit_state state;
+};
+
+struct loopguard_list_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	/* NULL lists every handle */
+	const char *handle;
+
+	/* per user */
+	struct mail_user *user;
+	time_t now;
+	pool_t rows_pool;
+	ARRAY(struct loopguard_list_row) rows;
+};
+
+static int
+cmd_loopguard_list_record(const struct loopguard_db_record *record,
+			  void *context)
+{
+	struct loopguard_list_cmd_context *ctx = context;
+	struct loopguard_list_row *row;
+	struct ratelimit_state state;
+
+	/* looptest's duplicate fingerprints are hashes of messages: nothing
+	   an administrator can read or act on, so only ratelimit keys are
+	   listed. purge still covers both. */
+	if (record->kind != LOOPGUARD_DB_KIND_RATE)
+		return 0;
+	if (ctx->handle != NULL && strcmp(record->handle, ctx->handle) != 0)
+		return 0;
+	if (!ratelimit_window_decode(record->payload, record->payload_size,
+				     ctx->now, &state)) {
+		e_warning(ctx->user->event,
+			  "loopguard: key '%s' of handle '%s' has an "
+			  "unreadable value (%zu bytes), skipped",
+			  str_sanitize(record->key, 256),
+			  str_sanitize(record->handle, 64),
+			  record->payload_size);
+		return 0;
+	}
+
+	/* The record's strings live in LMDB's map, valid only inside the read
+	   transaction; printing may block on a slow reader of stdout, so the
+	   rows are copied and printed after the transaction. */
+	row = array_append_space(&ctx->rows);
+	row->handle = p_strdup(ctx->rows_pool, record->handle);
+	row->key = p_strdup(ctx->rows_pool, record->key);
+	row->state = state;
+	return 0;
+}
+
+static void cmd_loopguard_list_print(const struct loopguard_list_row *row)
+{
+	doveadm_print(row->handle);
+	doveadm_print(row->key);
+	doveadm_print_num(row->state.count_in_window);
+	doveadm_print_num(row->state.count);
+	doveadm_print_num(row->state.period);
+	doveadm_print_num(row->state.lock);
+	doveadm_print(doveadm_loopguard_time(row->state.locked_until));
+	doveadm_print(doveadm_loopguard_time(row->state.last_seen));
+}
+
+static int
+cmd_loopguard_list_run(struct doveadm_mail_cmd_context *_ctx,
+		       struct mail_user *user)
+{
+	struct loopguard_list_cmd_context *ctx =
+		container_of(_ctx, struct loopguard_list_cmd_context, ctx);
+	const struct loopguard_list_row *row;
+	struct loopguard_db *db;
+	const char *error;
+	int ret;
+
+	ret = doveadm_loopguard_open(_ctx, user, &db);
+	if (ret <= 0)
+		return ret;
+
+	ctx->user = user;
+	ctx->now = time(NULL);
+	ctx->rows_pool = pool_alloconly_create("loopguard list rows", 1024);
+	p_array_init(&ctx->rows, ctx->rows_pool, 32);
+
+	ret = loopguard_db_iterate(db, ctx->now, cmd_loopguard_list_record,
+				   ctx, &error);
+	loopguard_db_close(&db);
+	if (ret < 0)
+		doveadm_loopguard_failed(_ctx, user, error);
+	else {
+		array_foreach(&ctx->rows, row)
+			cmd_loopguard_list_print(row);
+	}
+	pool_unref(&ctx->rows_pool);
+	ctx->user = NULL;
+	return ret;
+}
+
+static void
+cmd_loopguard_list_init(struct doveadm_mail_cmd_context *_ctx ATTR_UNUSED,
+			const char *const args[])
+{
+	if (args[0] != NULL)
+		doveadm_mail_help_name("loopguard list");
+
+	doveadm_print_header_simple("handle");
+	doveadm_print_header_simple("key");
+	doveadm_loopguard_header_num("count", "count");
+	doveadm_loopguard_header_num("limit", "limit");
+	doveadm_loopguard_header_num("window", "window");
+	doveadm_loopguard_header_num("lock", "lock");
+	doveadm_print_header_simple("locked-until");
+	doveadm_print_header_simple("last-seen");
+}
+
+static bool
+cmd_loopguard_list_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
+{
+	struct loopguard_list_cmd_context *ctx =
+		container_of(_ctx, struct loopguard_list_cmd_context, ctx);
+
+	switch (c) {
+	case 'H':
+		ctx->handle = p_strdup(_ctx->pool, optarg);
+		break;
+	default:
+		return FALSE;
+	}
+	return TRUE;
+}
+
+static struct doveadm_mail_cmd_context *cmd_loopguard_list_alloc(void)
+{
+	struct loopguard_list_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct loopguard_list_cmd_context);
+	ctx->ctx.getopt_args = "H:";
+	ctx->ctx.v.parse_arg = cmd_loopguard_list_parse_arg;
+	ctx->ctx.v.init = cmd_loopguard_list_init;
+	ctx->ctx.v.run = cmd_loopguard_list_run;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return &ctx->ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_loopguard_cmd_list = {
+	.name = "loopguard list",
+	.mail_cmd = cmd_loopguard_list_alloc,
+	.usage = DOVEADM_CMD_MAIL_USAGE_PREFIX"[--handle <handle>]",
+DOVEADM_CMD_PARAMS_START
+DOVEADM_CMD_MAIL_COMMON
+DOVEADM_CMD_PARAM('H', "handle", CMD_PARAM_STR, 0)
+DOVEADM_CMD_PARAMS_END
+};

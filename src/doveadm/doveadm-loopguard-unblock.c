@@ -1,0 +1,160 @@
+/* doveadm loopguard unblock: forgets a ratelimit key's lock and history. */
+
+#include "lib.h"
+#include "array.h"
+#include "str-sanitize.h"
+#include "mail-user.h"
+
+#include "loopguard-db.h"
+#include "doveadm-loopguard.h"
+
+#include <time.h>
+
+struct loopguard_unblock_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	/* NULL unblocks the key under every handle */
+	const char *handle;
+	const char *key;
+
+	/* per user: the handles the key is stored under */
+	pool_t handles_pool;
+	ARRAY_TYPE(const_string) handles;
+};
+
+static int
+cmd_loopguard_unblock_record(const struct loopguard_db_record *record,
+			     void *context)
+{
+	struct loopguard_unblock_cmd_context *ctx = context;
+	const char *handle;
+
+	if (record->kind == LOOPGUARD_DB_KIND_RATE &&
+	    strcmp(record->key, ctx->key) == 0) {
+		handle = p_strdup(ctx->handles_pool, record->handle);
+		array_push_back(&ctx->handles, &handle);
+	}
+	return 0;
+}
+
+/* The handles are collected first and deleted once the iteration's read
+   transaction has ended: no write may happen inside a store callback. */
+static int
+cmd_loopguard_unblock_delete(struct loopguard_unblock_cmd_context *ctx,
+			     struct loopguard_db *db,
+			     unsigned int *deleted_r, const char **error_r)
+{
+	const char *handle;
+	int ret;
+
+	*deleted_r = 0;
+	if (ctx->handle != NULL)
+		array_push_back(&ctx->handles, &ctx->handle);
+	else if (loopguard_db_iterate(db, time(NULL),
+				      cmd_loopguard_unblock_record, ctx,
+				      error_r) < 0)
+		return -1;
+
+	array_foreach_elem(&ctx->handles, handle) {
+		ret = loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, handle,
+					  ctx->key, error_r);
+		if (ret < 0)
+			return -1;
+		if (ret > 0)
+			(*deleted_r)++;
+	}
+	return 0;
+}
+
+static int
+cmd_loopguard_unblock_run(struct doveadm_mail_cmd_context *_ctx,
+			  struct mail_user *user)
+{
+	struct loopguard_unblock_cmd_context *ctx =
+		container_of(_ctx, struct loopguard_unblock_cmd_context, ctx);
+	struct loopguard_db *db;
+	const char *error;
+	unsigned int deleted = 0;
+	int ret;
+
+	ret = doveadm_loopguard_open(_ctx, user, &db);
+	if (ret < 0)
+		return -1;
+	if (ret > 0) {
+		ctx->handles_pool = pool_alloconly_create(
+			"loopguard unblock handles", 256);
+		p_array_init(&ctx->handles, ctx->handles_pool, 4);
+		ret = cmd_loopguard_unblock_delete(ctx, db, &deleted, &error);
+		loopguard_db_close(&db);
+		pool_unref(&ctx->handles_pool);
+		if (ret < 0) {
+			doveadm_loopguard_failed(_ctx, user, error);
+			return -1;
+		}
+	}
+
+	if (deleted == 0) {
+		if (ctx->handle == NULL) {
+			e_error(user->event, "loopguard: key '%s' not found",
+				str_sanitize(ctx->key, 256));
+		} else {
+			e_error(user->event, "loopguard: key '%s' not found "
+				"under handle '%s'",
+				str_sanitize(ctx->key, 256),
+				str_sanitize(ctx->handle, 64));
+		}
+		doveadm_mail_failed_error(_ctx, MAIL_ERROR_NOTFOUND);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+cmd_loopguard_unblock_init(struct doveadm_mail_cmd_context *_ctx,
+			   const char *const args[])
+{
+	struct loopguard_unblock_cmd_context *ctx =
+		container_of(_ctx, struct loopguard_unblock_cmd_context, ctx);
+
+	if (args[0] == NULL || args[1] != NULL)
+		doveadm_mail_help_name("loopguard unblock");
+	ctx->key = p_strdup(_ctx->pool, args[0]);
+}
+
+static bool
+cmd_loopguard_unblock_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
+{
+	struct loopguard_unblock_cmd_context *ctx =
+		container_of(_ctx, struct loopguard_unblock_cmd_context, ctx);
+
+	switch (c) {
+	case 'H':
+		ctx->handle = p_strdup(_ctx->pool, optarg);
+		break;
+	default:
+		return FALSE;
+	}
+	return TRUE;
+}
+
+static struct doveadm_mail_cmd_context *cmd_loopguard_unblock_alloc(void)
+{
+	struct loopguard_unblock_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct loopguard_unblock_cmd_context);
+	ctx->ctx.getopt_args = "H:";
+	ctx->ctx.v.parse_arg = cmd_loopguard_unblock_parse_arg;
+	ctx->ctx.v.init = cmd_loopguard_unblock_init;
+	ctx->ctx.v.run = cmd_loopguard_unblock_run;
+	return &ctx->ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_loopguard_cmd_unblock = {
+	.name = "loopguard unblock",
+	.mail_cmd = cmd_loopguard_unblock_alloc,
+	.usage = DOVEADM_CMD_MAIL_USAGE_PREFIX"[--handle <handle>] <key>",
+DOVEADM_CMD_PARAMS_START
+DOVEADM_CMD_MAIL_COMMON
+DOVEADM_CMD_PARAM('H', "handle", CMD_PARAM_STR, 0)
+DOVEADM_CMD_PARAM('\0', "key", CMD_PARAM_STR, CMD_PARAM_FLAG_POSITIONAL)
+DOVEADM_CMD_PARAMS_END
+};

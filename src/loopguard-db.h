@@ -1,0 +1,120 @@
+#ifndef LOOPGUARD_DB_H
+#define LOOPGUARD_DB_H
+
+/* The per-user state store: one LMDB environment holding keyed records that
+   expire, and a capped event log. Only loopguard-db.c talks to LMDB. */
+
+struct loopguard_db;
+
+enum loopguard_db_kind {
+	/* ratelimit windows and locks */
+	LOOPGUARD_DB_KIND_RATE = 'r',
+	/* looptest :checks "duplicate" fingerprints */
+	LOOPGUARD_DB_KIND_SEEN = 'd',
+};
+
+struct loopguard_db_settings {
+	/* Absolute path of the data file; the lock file is "<path>-lock". */
+	const char *path;
+	/* The map starts small and grows up to this many bytes. */
+	uoff_t max_size;
+	/* FALSE: commits are not fsynced (MDB_NOSYNC); never MDB_NOLOCK. */
+	bool sync;
+	/* Events kept in the capped log (0 keeps none). */
+	unsigned int log_size;
+};
+
+struct loopguard_db_record {
+	enum loopguard_db_kind kind;
+	const char *handle;
+	/* The readable key, even when the stored key is hashed. */
+	const char *key;
+	/* The record is gone (treated as absent, purged) at this time. */
+	time_t expires;
+	const unsigned char *payload;
+	size_t payload_size;
+};
+
+/* Called inside the write transaction with the current record, or NULL when
+   there is none (absent, expired, or of an unknown version). Returns TRUE to
+   store new_payload with *expires_r, FALSE to leave the store unchanged.
+   Setting *expires_r <= now deletes the record. */
+typedef bool
+loopguard_db_update_callback_t(const struct loopguard_db_record *old,
+			       time_t now, buffer_t *new_payload,
+			       time_t *expires_r, void *context);
+
+/* Returns 0 to go on, -1 to stop iterating. */
+typedef int
+loopguard_db_iterate_callback_t(const struct loopguard_db_record *record,
+				void *context);
+
+struct loopguard_db_event {
+	time_t time;
+	/* "looptest" or "ratelimit" */
+	const char *test;
+	const char *handle;
+	const char *key;
+	/* space-separated check names (looptest), empty for ratelimit */
+	const char *reasons;
+	const char *message_id;
+	unsigned int count;
+	unsigned int window;
+	time_t locked_until;
+};
+
+typedef int
+loopguard_db_log_callback_t(const struct loopguard_db_event *event,
+			    void *context);
+
+/* Opens (creating it 0600 when missing) the environment at set->path. Within
+   one process the same path shares one MDB_env; a handle opened before a
+   fork() is never used after it. A data file that LMDB rejects as invalid or
+   that is shorter than its own meta page claims is renamed to
+   "<path>.broken" so that the next open starts afresh, and -1 is returned. */
+int loopguard_db_open(const struct loopguard_db_settings *set,
+		      struct loopguard_db **db_r, const char **error_r);
+void loopguard_db_close(struct loopguard_db **_db);
+
+/* Read-modify-write of one record in one write transaction. Also purges a
+   bounded number of expired records. MDB_MAP_FULL: purge, grow (up to
+   max_size) and retry once. Returns 0 on success, -1 on error. */
+int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
+			const char *handle, const char *key, time_t now,
+			loopguard_db_update_callback_t *callback,
+			void *context, const char **error_r);
+
+/* Returns 1 and fills record_r (allocated from pool) when a live record
+   exists, 0 when not, -1 on error. */
+int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
+			const char *handle, const char *key, time_t now,
+			pool_t pool, struct loopguard_db_record *record_r,
+			const char **error_r);
+
+/* Returns 1 when the record existed and was deleted, 0 when there was none,
+   -1 on error. */
+int loopguard_db_delete(struct loopguard_db *db, enum loopguard_db_kind kind,
+			const char *handle, const char *key,
+			const char **error_r);
+
+/* Removes every expired record (all records and the log with all=TRUE). */
+int loopguard_db_purge(struct loopguard_db *db, time_t now, bool all,
+		       unsigned int *purged_r, const char **error_r);
+
+/* Calls callback for every live record, in key order, in one read
+   transaction. Returns 0, or -1 on error or when the callback stopped. */
+int loopguard_db_iterate(struct loopguard_db *db, time_t now,
+			 loopguard_db_iterate_callback_t *callback,
+			 void *context, const char **error_r);
+
+/* Appends an event to the capped log, dropping the oldest beyond
+   log_size. */
+int loopguard_db_log_append(struct loopguard_db *db,
+			    const struct loopguard_db_event *event,
+			    const char **error_r);
+/* Calls callback for every logged event at or after since, oldest first. */
+int loopguard_db_log_iterate(struct loopguard_db *db, time_t since,
+			     loopguard_db_log_callback_t *callback,
+			     void *context, const char **error_r);
+
+#endif

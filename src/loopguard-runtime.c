@@ -1,0 +1,269 @@
+/* Run-time support shared by looptest and ratelimit. */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "str-sanitize.h"
+#include "time-util.h"
+#include "smtp-address.h"
+#include "smtp-params.h"
+#include "istream.h"
+#include "mail-storage.h"
+
+#include "sieve-common.h"
+#include "sieve-extensions.h"
+#include "sieve-settings.h"
+#include "sieve-interpreter.h"
+#include "sieve-runtime.h"
+#include "sieve-execute.h"
+#include "sieve-message.h"
+#include "sieve-ext-variables.h"
+
+#include "loopguard-db.h"
+#include "loopguard-path.h"
+#include "looptest-checks.h"
+#include "loopguard-runtime.h"
+
+/* Values from messages are logged shortened to this. */
+#define LOOPGUARD_LOG_VALUE_MAX 200
+
+bool loopguard_context_load(const struct sieve_extension *ext,
+			    void **context)
+{
+	struct sieve_instance *svinst = ext->svinst;
+	struct loopguard_context *ctx;
+	pool_t pool;
+
+	if (*context != NULL) {
+		/* Loaded again: keep the store, refresh the settings. */
+		ctx = *context;
+		loopguard_settings_read(svinst, ctx->pool, &ctx->set);
+		return TRUE;
+	}
+
+	pool = pool_alloconly_create("loopguard context", 1024);
+	ctx = p_new(pool, struct loopguard_context, 1);
+	ctx->pool = pool;
+	loopguard_settings_read(svinst, pool, &ctx->set);
+	ctx->var_ext = sieve_ext_variables_get_extension(svinst);
+	*context = ctx;
+	return TRUE;
+}
+
+void loopguard_context_unload(const struct sieve_extension *ext)
+{
+	struct loopguard_context *ctx = ext->context;
+
+	if (ctx == NULL)
+		return;
+	if (ctx->db != NULL)
+		loopguard_db_close(&ctx->db);
+	pool_unref(&ctx->pool);
+}
+
+static struct loopguard_context *
+loopguard_runtime_context(const struct sieve_runtime_env *renv)
+{
+	struct loopguard_context *ctx = renv->oprtn->ext->context;
+
+	i_assert(ctx != NULL);
+	return ctx;
+}
+
+int loopguard_runtime_state_error(const struct sieve_runtime_env *renv,
+				  const char *test, const char *error)
+{
+	const struct loopguard_context *ctx = loopguard_runtime_context(renv);
+
+	if (ctx->set.on_error == LOOPGUARD_ON_ERROR_TEMPFAIL) {
+		sieve_runtime_critical(renv, NULL,
+			t_strdup_printf("%s test: temporary failure", test),
+			"%s test: loopguard state error (delivery deferred): %s",
+			test, error);
+		return SIEVE_EXEC_TEMP_FAILURE;
+	}
+	sieve_runtime_warning(renv, NULL,
+		"%s test: loopguard state unavailable, test is false: %s",
+		test, error);
+	return SIEVE_EXEC_OK;
+}
+
+static int
+loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
+			  struct loopguard_db **db_r, const char **error_r)
+{
+	struct sieve_instance *svinst = renv->exec_env->svinst;
+	struct loopguard_context *ctx = loopguard_runtime_context(renv);
+	struct loopguard_db_settings db_set;
+	const char *path;
+
+	if (ctx->db == NULL) {
+		if (loopguard_path_resolve(ctx->set.db_path,
+				sieve_environment_get_homedir(svinst),
+				&path, error_r) < 0)
+			return -1;
+
+		i_zero(&db_set);
+		db_set.path = path;
+		db_set.max_size = ctx->set.db_max_size;
+		db_set.sync = ctx->set.sync;
+		db_set.log_size = ctx->set.log_size;
+		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)
+			return -1;
+	}
+	*db_r = ctx->db;
+	return 0;
+}
+
+int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
+			     const char *test, struct loopguard_db **db_r)
+{
+	const char *error;
+
+	if (loopguard_runtime_open_db(renv, db_r, &error) < 0) {
+		*db_r = NULL;
+		return loopguard_runtime_state_error(renv, test, error);
+	}
+	return SIEVE_EXEC_OK;
+}
+
+void loopguard_runtime_report(const struct sieve_runtime_env *renv,
+			      const struct loopguard_db_event *lg_event)
+{
+	struct sieve_instance *svinst = renv->exec_env->svinst;
+	struct loopguard_db *db;
+	struct event *event;
+	const char *error, *key, *message_id;
+
+	key = str_sanitize(lg_event->key, LOOPGUARD_LOG_VALUE_MAX);
+	message_id = str_sanitize(lg_event->message_id,
+				  LOOPGUARD_LOG_VALUE_MAX);
+
+	event = event_create(renv->event);
+	event_set_name(event, t_strconcat("sieve_loopguard_",
+					  lg_event->test, NULL));
+	event_add_str(event, "user", svinst->username);
+	event_add_str(event, "test", lg_event->test);
+	event_add_str(event, "handle", lg_event->handle);
+	event_add_str(event, "key", key);
+	event_add_str(event, "reasons", lg_event->reasons);
+	event_add_str(event, "message_id", message_id);
+	event_add_int(event, "count", lg_event->count);
+	event_add_int(event, "window", lg_event->window);
+	event_add_int(event, "locked_until", lg_event->locked_until);
+
+	e_info(event, "loopguard: %s fired: user=%s, handle=%s, key=%s, "
+	       "reasons=%s, message-id=%s, count=%u, window=%us, "
+	       "locked-until=%s", lg_event->test,
+	       svinst->username == NULL ? "" : svinst->username,
+	       lg_event->handle, key, lg_event->reasons, message_id,
+	       lg_event->count, lg_event->window,
+	       lg_event->locked_until == 0 ? "-" :
+	       t_strflocaltime("%Y-%m-%d %H:%M:%S",
+			       lg_event->locked_until));
+	event_unref(&event);
+
+	/* The log is for the administrator's eyes; failing to keep it must
+	   not change what happens to the message. */
+	if (loopguard_runtime_open_db(renv, &db, &error) < 0 ||
+	    loopguard_db_log_append(db, lg_event, &error) < 0) {
+		e_warning(renv->event, "loopguard: failed to keep the event "
+			  "in the user's log: %s", error);
+	}
+}
+
+static void
+loopguard_address_add(ARRAY_TYPE(const_string) *addresses,
+		      const char *address)
+{
+	const char *lower;
+
+	if (address == NULL || *address == '\0')
+		return;
+	lower = t_str_lcase(address);
+	if (!array_lsearch(addresses, &lower, i_strcmp_p))
+		array_push_back(addresses, &lower);
+}
+
+const char *const *
+loopguard_runtime_user_addresses(const struct sieve_runtime_env *renv,
+				 const char *const *extra)
+{
+	const struct sieve_execute_env *eenv = renv->exec_env;
+	const struct sieve_message_data *msgdata = eenv->msgdata;
+	const struct smtp_address *user_email;
+	ARRAY_TYPE(const_string) addresses;
+
+	t_array_init(&addresses, 8);
+	if (!smtp_address_isnull(msgdata->envelope.rcpt_to)) {
+		loopguard_address_add(&addresses,
+			smtp_address_encode(msgdata->envelope.rcpt_to));
+	}
+	if (msgdata->envelope.rcpt_params != NULL &&
+	    !smtp_address_isnull(msgdata->envelope.rcpt_params->orcpt.addr)) {
+		loopguard_address_add(&addresses, smtp_address_encode(
+			msgdata->envelope.rcpt_params->orcpt.addr));
+	}
+	user_email = sieve_get_user_email(eenv->svinst);
+	if (!smtp_address_isnull(user_email)) {
+		loopguard_address_add(&addresses,
+				      smtp_address_encode(user_email));
+	}
+	for (; extra != NULL && *extra != NULL; extra++)
+		loopguard_address_add(&addresses, *extra);
+	array_append_zero(&addresses);
+	return array_front(&addresses);
+}
+
+const char *loopguard_runtime_sender(const struct sieve_runtime_env *renv)
+{
+	const struct smtp_address *sender =
+		renv->exec_env->msgdata->envelope.mail_from;
+
+	if (sender == NULL)
+		return NULL;
+	if (smtp_address_isnull(sender))
+		return "";
+	return t_str_lcase(smtp_address_encode(sender));
+}
+
+const char *loopguard_runtime_message_id(const struct sieve_runtime_env *renv)
+{
+	struct mail *mail = sieve_message_get_mail(renv->msgctx);
+	const char *message_id;
+
+	if (mail_get_message_id(mail, &message_id) <= 0 || message_id == NULL)
+		return "";
+	return message_id;
+}
+
+int loopguard_runtime_read_message(const struct sieve_runtime_env *renv,
+				   const char *test,
+				   const struct looptest_envelope *envelope,
+				   unsigned int checks,
+				   struct looptest_result *result_r)
+{
+	struct mail *mail = sieve_message_get_mail(renv->msgctx);
+	struct istream *input, *message_input;
+	const char *error;
+	int ret;
+
+	if (mail_get_stream(mail, NULL, NULL, &input) < 0) {
+		return sieve_runtime_mail_error(renv, mail,
+			"%s test: failed to read the message", test);
+	}
+	/* Our own read offset: other tests share the mail's stream. */
+	message_input = i_stream_create_limit(input, UOFF_T_MAX);
+	ret = looptest_checks_evaluate(message_input, envelope, checks,
+				       result_r, &error);
+	i_stream_unref(&message_input);
+	if (ret < 0) {
+		sieve_runtime_critical(renv, NULL,
+			t_strdup_printf("%s test: failed to read the message",
+					test),
+			"%s test: failed to read the message: %s",
+			test, error);
+		return SIEVE_EXEC_TEMP_FAILURE;
+	}
+	return SIEVE_EXEC_OK;
+}

@@ -1,0 +1,66 @@
+#ifndef LOOPGUARD_RUNTIME_H
+#define LOOPGUARD_RUNTIME_H
+
+/* What looptest and ratelimit share at run time: the extension context with
+   the settings, the lazily opened store, state-error handling and the
+   report of a firing test (log line, event, capped log). */
+
+#include "loopguard-settings.h"
+
+struct sieve_extension;
+struct sieve_runtime_env;
+struct loopguard_db;
+struct loopguard_db_event;
+struct looptest_envelope;
+struct looptest_result;
+
+struct loopguard_context {
+	pool_t pool;
+	struct loopguard_settings set;
+	const struct sieve_extension *var_ext;
+	/* opened on first use, closed when the extension unloads */
+	struct loopguard_db *db;
+};
+
+/* For an extension's load/unload callbacks. */
+bool loopguard_context_load(const struct sieve_extension *ext,
+			    void **context);
+void loopguard_context_unload(const struct sieve_extension *ext);
+
+/* Returns SIEVE_EXEC_OK with *db_r set, or the result of
+   loopguard_runtime_state_error() with *db_r NULL. */
+int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
+			     const char *test, struct loopguard_db **db_r);
+
+/* Handles a failure of the store as sieve_loopguard_on_error says: keep
+   returns SIEVE_EXEC_OK after a warning (the caller answers false), tempfail
+   returns SIEVE_EXEC_TEMP_FAILURE. */
+int loopguard_runtime_state_error(const struct sieve_runtime_env *renv,
+				  const char *test, const char *error);
+
+/* Reports a test that fired: one log line, the sieve_loopguard_<test> event,
+   and an entry in the user's capped log (a failure there only warns). */
+void loopguard_runtime_report(const struct sieve_runtime_env *renv,
+			      const struct loopguard_db_event *event);
+
+/* The user's addresses, lower-cased: envelope recipient, original
+   recipient and sieve_user_email, plus extra (may be NULL). */
+const char *const *
+loopguard_runtime_user_addresses(const struct sieve_runtime_env *renv,
+				 const char *const *extra);
+
+/* The envelope sender: NULL when unknown, "" for the null sender. */
+const char *loopguard_runtime_sender(const struct sieve_runtime_env *renv);
+
+/* The Message-ID header, or "" when there is none. */
+const char *loopguard_runtime_message_id(const struct sieve_runtime_env *renv);
+
+/* Runs looptest_checks_evaluate() on the message being delivered. Returns
+   SIEVE_EXEC_OK, or the failure to read the message. */
+int loopguard_runtime_read_message(const struct sieve_runtime_env *renv,
+				   const char *test,
+				   const struct looptest_envelope *envelope,
+				   unsigned int checks,
+				   struct looptest_result *result_r);
+
+#endif

@@ -1,0 +1,200 @@
+/* Sliding-window arithmetic of ratelimit on one key's stored payload. */
+
+#include "lib.h"
+#include "buffer.h"
+
+#include "ratelimit-window.h"
+
+/* Payload, all integers big-endian:
+     version (1), count (4), period (4), lock (4), locked_until (8),
+     then one stamp per counted message, oldest first:
+     time (8), message hash (8), answer given (1).
+   At most count+1 stamps are kept: the most recent count+1 are all that is
+   needed to tell whether the next message exceeds count. */
+#define RATELIMIT_PAYLOAD_VERSION 1
+#define RATELIMIT_HEADER_SIZE (1 + 4 + 4 + 4 + 8)
+#define RATELIMIT_STAMP_SIZE (8 + RATELIMIT_MESSAGE_HASH_SIZE + 1)
+
+struct ratelimit_stamp {
+	time_t time;
+	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	bool exceeded;
+};
+
+struct ratelimit_payload {
+	unsigned int count, period, lock;
+	time_t locked_until;
+	const unsigned char *stamps;
+	unsigned int stamp_count;
+};
+
+static uint64_t ratelimit_read_be(const unsigned char *p, unsigned int size)
+{
+	uint64_t value = 0;
+	unsigned int i;
+
+	for (i = 0; i < size; i++)
+		value = (value << 8) | p[i];
+	return value;
+}
+
+static void ratelimit_write_be(buffer_t *buf, uint64_t value,
+			       unsigned int size)
+{
+	unsigned int i;
+
+	for (i = size; i > 0; i--)
+		buffer_append_c(buf, (value >> (8 * (i - 1))) & 0xff);
+}
+
+static bool
+ratelimit_payload_parse(const unsigned char *data, size_t size,
+			struct ratelimit_payload *payload_r)
+{
+	i_zero(payload_r);
+	if (data == NULL || size < RATELIMIT_HEADER_SIZE ||
+	    data[0] != RATELIMIT_PAYLOAD_VERSION ||
+	    (size - RATELIMIT_HEADER_SIZE) % RATELIMIT_STAMP_SIZE != 0)
+		return FALSE;
+	payload_r->count = ratelimit_read_be(data + 1, 4);
+	payload_r->period = ratelimit_read_be(data + 5, 4);
+	payload_r->lock = ratelimit_read_be(data + 9, 4);
+	payload_r->locked_until = (time_t)ratelimit_read_be(data + 13, 8);
+	payload_r->stamps = data + RATELIMIT_HEADER_SIZE;
+	payload_r->stamp_count =
+		(size - RATELIMIT_HEADER_SIZE) / RATELIMIT_STAMP_SIZE;
+	return TRUE;
+}
+
+static void
+ratelimit_payload_stamp(const struct ratelimit_payload *payload,
+			unsigned int idx, struct ratelimit_stamp *stamp_r)
+{
+	const unsigned char *p = payload->stamps + idx * RATELIMIT_STAMP_SIZE;
+
+	i_assert(idx < payload->stamp_count);
+	stamp_r->time = (time_t)ratelimit_read_be(p, 8);
+	memcpy(stamp_r->hash, p + 8, RATELIMIT_MESSAGE_HASH_SIZE);
+	stamp_r->exceeded = p[8 + RATELIMIT_MESSAGE_HASH_SIZE] != 0;
+}
+
+/* A stamp counts while now - period < time <= now. A stamp from the future
+   (the clock went back) counts too: dropping it would forget messages. */
+static bool ratelimit_in_window(time_t stamp, time_t now, unsigned int period)
+{
+	return stamp + (time_t)period > now;
+}
+
+static void
+ratelimit_payload_write(buffer_t *buf, const struct ratelimit_params *params,
+			time_t locked_until)
+{
+	buffer_append_c(buf, RATELIMIT_PAYLOAD_VERSION);
+	ratelimit_write_be(buf, params->count, 4);
+	ratelimit_write_be(buf, params->period, 4);
+	ratelimit_write_be(buf, params->lock, 4);
+	ratelimit_write_be(buf, (uint64_t)locked_until, 8);
+}
+
+static void
+ratelimit_stamp_write(buffer_t *buf, const struct ratelimit_stamp *stamp)
+{
+	ratelimit_write_be(buf, (uint64_t)stamp->time, 8);
+	buffer_append(buf, stamp->hash, RATELIMIT_MESSAGE_HASH_SIZE);
+	buffer_append_c(buf, stamp->exceeded ? 1 : 0);
+}
+
+bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
+			    const struct ratelimit_params *params, time_t now,
+			    const unsigned char message_hash[
+				    RATELIMIT_MESSAGE_HASH_SIZE],
+			    bool update, buffer_t *new_payload,
+			    time_t *expires_r,
+			    struct ratelimit_result *result_r)
+{
+	struct ratelimit_payload payload;
+	struct ratelimit_stamp stamp;
+	unsigned int i, first_kept, in_window = 0;
+	time_t locked_until = 0;
+
+	i_zero(result_r);
+	if (params->count == 0)
+		return FALSE;
+
+	if (!ratelimit_payload_parse(old, old_size, &payload))
+		i_zero(&payload);
+	if (payload.locked_until > now)
+		locked_until = payload.locked_until;
+
+	for (i = 0; i < payload.stamp_count; i++) {
+		ratelimit_payload_stamp(&payload, i, &stamp);
+		if (!ratelimit_in_window(stamp.time, now, params->period))
+			continue;
+		in_window++;
+		if (memcmp(stamp.hash, message_hash,
+			   RATELIMIT_MESSAGE_HASH_SIZE) == 0) {
+			/* Counted before: a retried delivery, or a second
+			   ratelimit on this key. */
+			result_r->already_counted = TRUE;
+			result_r->exceeded = stamp.exceeded;
+		}
+	}
+	result_r->locked_until = locked_until;
+	if (result_r->already_counted) {
+		result_r->count_in_window = in_window;
+		return FALSE;
+	}
+
+	result_r->count_in_window = in_window + 1;
+	result_r->exceeded = (locked_until > now ||
+			      result_r->count_in_window > params->count);
+	if (result_r->count_in_window > params->count && params->lock > 0) {
+		locked_until = I_MAX(locked_until, now + (time_t)params->lock);
+		result_r->locked_until = locked_until;
+	}
+	if (!update)
+		return FALSE;
+
+	/* Keep the newest count stamps within the window plus this one. */
+	ratelimit_payload_write(new_payload, params, locked_until);
+	first_kept = in_window > params->count ? in_window - params->count : 0;
+	in_window = 0;
+	for (i = 0; i < payload.stamp_count; i++) {
+		ratelimit_payload_stamp(&payload, i, &stamp);
+		if (!ratelimit_in_window(stamp.time, now, params->period))
+			continue;
+		if (in_window++ >= first_kept)
+			ratelimit_stamp_write(new_payload, &stamp);
+	}
+	stamp.time = now;
+	memcpy(stamp.hash, message_hash, RATELIMIT_MESSAGE_HASH_SIZE);
+	stamp.exceeded = result_r->exceeded;
+	ratelimit_stamp_write(new_payload, &stamp);
+
+	*expires_r = I_MAX(now + (time_t)params->period, locked_until);
+	return TRUE;
+}
+
+bool ratelimit_window_decode(const unsigned char *data, size_t size,
+			     time_t now, struct ratelimit_state *state_r)
+{
+	struct ratelimit_payload payload;
+	struct ratelimit_stamp stamp;
+	unsigned int i;
+
+	i_zero(state_r);
+	if (!ratelimit_payload_parse(data, size, &payload))
+		return FALSE;
+	state_r->count = payload.count;
+	state_r->period = payload.period;
+	state_r->lock = payload.lock;
+	state_r->locked_until = payload.locked_until > now ?
+		payload.locked_until : 0;
+	for (i = 0; i < payload.stamp_count; i++) {
+		ratelimit_payload_stamp(&payload, i, &stamp);
+		if (ratelimit_in_window(stamp.time, now, payload.period))
+			state_r->count_in_window++;
+		state_r->last_seen = I_MAX(state_r->last_seen, stamp.time);
+	}
+	return TRUE;
+}

@@ -1,0 +1,55 @@
+#ifndef RATELIMIT_WINDOW_H
+#define RATELIMIT_WINDOW_H
+
+/* Exact sliding-window counting and locks, on the stored payload of one
+   ratelimit key. Pure arithmetic: no LMDB, no interpreter. */
+
+#define RATELIMIT_MESSAGE_HASH_SIZE 8
+
+struct ratelimit_params {
+	/* at most this many messages per window; 0 disables the test */
+	unsigned int count;
+	/* window length in seconds */
+	unsigned int period;
+	/* seconds a key stays blocked after exceeding the limit */
+	unsigned int lock;
+};
+
+struct ratelimit_result {
+	/* the test is true: over the limit, or locked */
+	bool exceeded;
+	/* messages of this key within the window, this one included */
+	unsigned int count_in_window;
+	/* 0 when not locked */
+	time_t locked_until;
+	/* this message was counted already, the earlier answer is repeated */
+	bool already_counted;
+};
+
+/* What doveadm loopguard list shows of a key. */
+struct ratelimit_state {
+	unsigned int count;
+	unsigned int period;
+	unsigned int lock;
+	unsigned int count_in_window;
+	time_t locked_until;
+	time_t last_seen;
+};
+
+/* Evaluates one message against the stored payload (NULL when the key has
+   none) and, when update is TRUE, writes the new payload and its expiry.
+   Returns TRUE when new_payload and expires_r were set. */
+bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
+			    const struct ratelimit_params *params, time_t now,
+			    const unsigned char message_hash[
+				    RATELIMIT_MESSAGE_HASH_SIZE],
+			    bool update, buffer_t *new_payload,
+			    time_t *expires_r,
+			    struct ratelimit_result *result_r);
+
+/* Decodes a stored payload. Returns FALSE for a payload of the wrong
+   version or size. */
+bool ratelimit_window_decode(const unsigned char *payload, size_t size,
+			     time_t now, struct ratelimit_state *state_r);
+
+#endif

@@ -1,0 +1,540 @@
+/* The ratelimit test: has this key sent more than it may in the window? */
+
+#include "lib.h"
+#include <time.h>
+#include "buffer.h"
+#include "str.h"
+#include "sha2.h"
+#include "message-address.h"
+#include "mail-storage.h"
+
+#include "sieve-common.h"
+#include "sieve-code.h"
+#include "sieve-extensions.h"
+#include "sieve-commands.h"
+#include "sieve-validator.h"
+#include "sieve-generator.h"
+#include "sieve-interpreter.h"
+#include "sieve-message.h"
+#include "sieve-runtime.h"
+#include "sieve-runtime-trace.h"
+#include "sieve-dump.h"
+
+#include "loopguard-db.h"
+#include "loopguard-runtime.h"
+#include "loopguard-tags.h"
+#include "looptest-checks.h"
+#include "ratelimit-key.h"
+#include "ratelimit-window.h"
+#include "ext-ratelimit-common.h"
+
+/* Ratelimit test
+ *
+ * Syntax:
+ *   ratelimit [":key" <string>] [":thread"] [":handle" <string>]
+ *             [":count" <number>] [":seconds" <number>] [":lock" <number>]
+ *             [":noupdate"]
+ */
+
+static bool
+tst_ratelimit_registered(struct sieve_validator *valdtr,
+			 const struct sieve_extension *ext,
+			 struct sieve_command_registration *cmd_reg);
+static bool
+tst_ratelimit_generate(const struct sieve_codegen_env *cgenv,
+		       struct sieve_command *cmd);
+
+const struct sieve_command_def tst_ratelimit = {
+	.identifier = "ratelimit",
+	.type = SCT_TEST,
+	.positional_args = 0,
+	.subtests = 0,
+	.block_allowed = FALSE,
+	.block_required = FALSE,
+	.registered = tst_ratelimit_registered,
+	.generate = tst_ratelimit_generate,
+};
+
+/*
+ * Ratelimit tags
+ */
+
+static bool
+tst_ratelimit_validate_string_tag(struct sieve_validator *valdtr,
+				  struct sieve_ast_argument **arg,
+				  struct sieve_command *cmd);
+static bool
+tst_ratelimit_validate_count_tag(struct sieve_validator *valdtr,
+				 struct sieve_ast_argument **arg,
+				 struct sieve_command *cmd);
+static bool
+tst_ratelimit_validate_period_tag(struct sieve_validator *valdtr,
+				  struct sieve_ast_argument **arg,
+				  struct sieve_command *cmd);
+
+static const struct sieve_argument_def ratelimit_key_tag = {
+	.identifier = "key",
+	.validate = tst_ratelimit_validate_string_tag,
+};
+
+static const struct sieve_argument_def ratelimit_thread_tag = {
+	.identifier = "thread",
+};
+
+static const struct sieve_argument_def ratelimit_handle_tag = {
+	.identifier = "handle",
+	.validate = tst_ratelimit_validate_string_tag,
+};
+
+static const struct sieve_argument_def ratelimit_count_tag = {
+	.identifier = "count",
+	.validate = tst_ratelimit_validate_count_tag,
+};
+
+static const struct sieve_argument_def ratelimit_seconds_tag = {
+	.identifier = "seconds",
+	.validate = tst_ratelimit_validate_period_tag,
+};
+
+static const struct sieve_argument_def ratelimit_lock_tag = {
+	.identifier = "lock",
+	.validate = tst_ratelimit_validate_period_tag,
+};
+
+static const struct sieve_argument_def ratelimit_noupdate_tag = {
+	.identifier = "noupdate",
+};
+
+/* Codes for optional arguments */
+
+enum tst_ratelimit_optional {
+	OPT_END,
+	OPT_KEY,
+	OPT_THREAD,
+	OPT_HANDLE,
+	OPT_COUNT,
+	OPT_SECONDS,
+	OPT_LOCK,
+	OPT_NOUPDATE,
+};
+
+/*
+ * Ratelimit operation
+ */
+
+static bool
+tst_ratelimit_operation_dump(const struct sieve_dumptime_env *denv,
+			     sieve_size_t *address);
+static int
+tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
+				sieve_size_t *address);
+
+const struct sieve_operation_def tst_ratelimit_operation = {
+	.mnemonic = "RATELIMIT",
+	.ext_def = &ratelimit_extension,
+	.dump = tst_ratelimit_operation_dump,
+	.execute = tst_ratelimit_operation_execute,
+};
+
+/*
+ * Tag validation
+ */
+
+static bool
+tst_ratelimit_validate_string_tag(struct sieve_validator *valdtr,
+				  struct sieve_ast_argument **arg,
+				  struct sieve_command *cmd)
+{
+	return loopguard_tag_validate_string(valdtr, arg, cmd, SAAT_STRING);
+}
+
+static bool
+tst_ratelimit_validate_count_tag(struct sieve_validator *valdtr,
+				 struct sieve_ast_argument **arg,
+				 struct sieve_command *cmd)
+{
+	const struct loopguard_context *ctx = cmd->ext->context;
+
+	return loopguard_tag_validate_number(valdtr, arg, cmd,
+					     ctx->set.max_count);
+}
+
+static bool
+tst_ratelimit_validate_period_tag(struct sieve_validator *valdtr,
+				  struct sieve_ast_argument **arg,
+				  struct sieve_command *cmd)
+{
+	const struct loopguard_context *ctx = cmd->ext->context;
+
+	return loopguard_tag_validate_number(valdtr, arg, cmd,
+					     ctx->set.max_period);
+}
+
+/*
+ * Command registration
+ */
+
+static bool
+tst_ratelimit_registered(struct sieve_validator *valdtr,
+			 const struct sieve_extension *ext,
+			 struct sieve_command_registration *cmd_reg)
+{
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_key_tag, OPT_KEY);
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_thread_tag, OPT_THREAD);
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_handle_tag, OPT_HANDLE);
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_count_tag, OPT_COUNT);
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_seconds_tag, OPT_SECONDS);
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_lock_tag, OPT_LOCK);
+	sieve_validator_register_tag(valdtr, cmd_reg, ext,
+				     &ratelimit_noupdate_tag, OPT_NOUPDATE);
+	return TRUE;
+}
+
+/*
+ * Code generation
+ */
+
+static bool
+tst_ratelimit_generate(const struct sieve_codegen_env *cgenv,
+		       struct sieve_command *cmd)
+{
+	sieve_operation_emit(cgenv->sblock, cmd->ext,
+			     &tst_ratelimit_operation);
+	return sieve_generate_arguments(cgenv, cmd, NULL);
+}
+
+/*
+ * Code dump
+ */
+
+static bool
+tst_ratelimit_operation_dump(const struct sieve_dumptime_env *denv,
+			     sieve_size_t *address)
+{
+	int opt_code = 0;
+
+	sieve_code_dumpf(denv, "RATELIMIT");
+	sieve_code_descend(denv);
+
+	for (;;) {
+		bool opok = TRUE;
+		int opt;
+
+		if ((opt = sieve_opr_optional_dump(denv, address,
+						   &opt_code)) < 0)
+			return FALSE;
+		if (opt == 0)
+			break;
+
+		switch (opt_code) {
+		case OPT_KEY:
+			opok = sieve_opr_string_dump(denv, address, "key");
+			break;
+		case OPT_THREAD:
+			sieve_code_dumpf(denv, "thread");
+			break;
+		case OPT_HANDLE:
+			opok = sieve_opr_string_dump(denv, address, "handle");
+			break;
+		case OPT_COUNT:
+			opok = sieve_opr_number_dump(denv, address, "count");
+			break;
+		case OPT_SECONDS:
+			opok = sieve_opr_number_dump(denv, address,
+						     "seconds");
+			break;
+		case OPT_LOCK:
+			opok = sieve_opr_number_dump(denv, address, "lock");
+			break;
+		case OPT_NOUPDATE:
+			sieve_code_dumpf(denv, "noupdate");
+			break;
+		default:
+			return FALSE;
+		}
+		if (!opok)
+			return FALSE;
+	}
+	return TRUE;
+}
+
+/*
+ * Code execution
+ */
+
+struct tst_ratelimit_update {
+	const struct ratelimit_params *params;
+	const unsigned char *message_hash;
+	struct ratelimit_result result;
+};
+
+static bool
+tst_ratelimit_update(const struct loopguard_db_record *old, time_t now,
+		     buffer_t *new_payload, time_t *expires_r, void *context)
+{
+	struct tst_ratelimit_update *update = context;
+
+	return ratelimit_window_apply(
+		old == NULL ? NULL : old->payload,
+		old == NULL ? 0 : old->payload_size, update->params, now,
+		update->message_hash, TRUE, new_payload, expires_r,
+		&update->result);
+}
+
+static const char *
+tst_ratelimit_header(const struct sieve_runtime_env *renv, const char *name,
+		     bool utf8)
+{
+	struct mail *mail = sieve_message_get_mail(renv->msgctx);
+	const char *value;
+	int ret;
+
+	ret = utf8 ? mail_get_first_header_utf8(mail, name, &value) :
+		mail_get_first_header(mail, name, &value);
+	return ret > 0 ? value : NULL;
+}
+
+static const char *
+tst_ratelimit_from_address(const struct sieve_runtime_env *renv)
+{
+	const struct message_address *addr;
+	const char *from;
+
+	from = tst_ratelimit_header(renv, "From", FALSE);
+	if (from == NULL)
+		return NULL;
+	addr = message_address_parse(pool_datastack_create(),
+				     (const unsigned char *)from,
+				     strlen(from), 1, 0);
+	if (addr == NULL || addr->mailbox == NULL || *addr->mailbox == '\0')
+		return NULL;
+	if (addr->domain == NULL || *addr->domain == '\0')
+		return addr->mailbox;
+	return t_strconcat(addr->mailbox, "@", addr->domain, NULL);
+}
+
+/* Identifies the message so that it is counted once per key: its
+   Message-ID, or its content when it has none. */
+static int
+tst_ratelimit_message_hash(const struct sieve_runtime_env *renv,
+			   unsigned char hash_r[RATELIMIT_MESSAGE_HASH_SIZE])
+{
+	const char *message_id = loopguard_runtime_message_id(renv);
+	unsigned char digest[SHA256_RESULTLEN];
+	struct looptest_envelope envelope;
+	struct looptest_result result;
+	int ret;
+
+	if (*message_id != '\0') {
+		sha256_get_digest(message_id, strlen(message_id), digest);
+		memcpy(hash_r, digest, RATELIMIT_MESSAGE_HASH_SIZE);
+		return SIEVE_EXEC_OK;
+	}
+
+	i_zero(&envelope);
+	ret = loopguard_runtime_read_message(renv, "ratelimit", &envelope,
+		LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE), &result);
+	if (ret != SIEVE_EXEC_OK)
+		return ret;
+	memcpy(hash_r, result.fingerprint, RATELIMIT_MESSAGE_HASH_SIZE);
+	return SIEVE_EXEC_OK;
+}
+
+static int
+tst_ratelimit_check(const struct sieve_runtime_env *renv,
+		    const char *handle, const char *key,
+		    const struct ratelimit_params *params, bool noupdate,
+		    struct ratelimit_result *result_r)
+{
+	unsigned char message_hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	struct tst_ratelimit_update update;
+	struct loopguard_db_record record;
+	struct loopguard_db *db;
+	const char *error;
+	time_t now = time(NULL), expires;
+	int ret;
+
+	i_zero(result_r);
+	if ((ret = tst_ratelimit_message_hash(renv, message_hash)) !=
+	    SIEVE_EXEC_OK)
+		return ret;
+	if ((ret = loopguard_runtime_get_db(renv, "ratelimit",
+					    &db)) != SIEVE_EXEC_OK ||
+	    db == NULL)
+		return ret;
+
+	if (noupdate) {
+		pool_t pool = pool_alloconly_create("ratelimit lookup", 1024);
+
+		ret = loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle,
+					  key, now, pool, &record, &error);
+		if (ret >= 0) {
+			(void)ratelimit_window_apply(
+				ret == 0 ? NULL : record.payload,
+				ret == 0 ? 0 : record.payload_size, params,
+				now, message_hash, FALSE, NULL, &expires,
+				result_r);
+		}
+		pool_unref(&pool);
+		if (ret < 0) {
+			return loopguard_runtime_state_error(
+				renv, "ratelimit", error);
+		}
+		return SIEVE_EXEC_OK;
+	}
+
+	i_zero(&update);
+	update.params = params;
+	update.message_hash = message_hash;
+	if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle, key, now,
+				tst_ratelimit_update, &update, &error) < 0)
+		return loopguard_runtime_state_error(renv, "ratelimit", error);
+	*result_r = update.result;
+	return SIEVE_EXEC_OK;
+}
+
+static int
+tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
+				sieve_size_t *address)
+{
+	const struct sieve_extension *ext = renv->oprtn->ext;
+	const struct loopguard_context *ctx = ext->context;
+	string_t *key_str = NULL, *handle_str = NULL;
+	sieve_number_t count = ctx->set.ratelimit_count;
+	sieve_number_t seconds = ctx->set.ratelimit_period;
+	sieve_number_t lock = ctx->set.ratelimit_lock;
+	bool thread = FALSE, noupdate = FALSE;
+	struct ratelimit_params params;
+	struct ratelimit_result result;
+	const char *key, *handle, *thread_id;
+	int opt_code = 0, ret;
+
+	/*
+	 * Read operands
+	 */
+
+	for (;;) {
+		int opt;
+
+		if ((opt = sieve_opr_optional_read(renv, address,
+						   &opt_code)) < 0)
+			return SIEVE_EXEC_BIN_CORRUPT;
+		if (opt == 0)
+			break;
+
+		switch (opt_code) {
+		case OPT_KEY:
+			ret = sieve_opr_string_read(renv, address, "key",
+						    &key_str);
+			break;
+		case OPT_THREAD:
+			thread = TRUE;
+			ret = SIEVE_EXEC_OK;
+			break;
+		case OPT_HANDLE:
+			ret = sieve_opr_string_read(renv, address, "handle",
+						    &handle_str);
+			break;
+		case OPT_COUNT:
+			ret = sieve_opr_number_read(renv, address, "count",
+						    &count);
+			break;
+		case OPT_SECONDS:
+			ret = sieve_opr_number_read(renv, address, "seconds",
+						    &seconds);
+			break;
+		case OPT_LOCK:
+			ret = sieve_opr_number_read(renv, address, "lock",
+						    &lock);
+			break;
+		case OPT_NOUPDATE:
+			noupdate = TRUE;
+			ret = SIEVE_EXEC_OK;
+			break;
+		default:
+			sieve_runtime_trace_error(renv,
+				"unknown optional operand");
+			ret = SIEVE_EXEC_BIN_CORRUPT;
+		}
+		if (ret <= 0)
+			return ret;
+	}
+
+	/*
+	 * Perform operation
+	 */
+
+	sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS, "ratelimit test");
+	sieve_runtime_trace_descend(renv);
+
+	if (count == 0) {
+		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
+				    ":count 0 turns the test off");
+		sieve_interpreter_set_test_result(renv->interp, FALSE);
+		return SIEVE_EXEC_OK;
+	}
+
+	if (key_str != NULL) {
+		key = str_c(key_str);
+	} else {
+		key = ratelimit_key_default(loopguard_runtime_sender(renv),
+					    tst_ratelimit_from_address(renv));
+	}
+	if (key == NULL || *key == '\0') {
+		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
+				    "message has no key: not counted");
+		sieve_interpreter_set_test_result(renv->interp, FALSE);
+		return SIEVE_EXEC_OK;
+	}
+	if (thread) {
+		thread_id = ratelimit_key_thread(
+			tst_ratelimit_header(renv, "References", FALSE),
+			tst_ratelimit_header(renv, "In-Reply-To", FALSE),
+			tst_ratelimit_header(renv, "Message-ID", FALSE),
+			tst_ratelimit_header(renv, "Subject", TRUE));
+		if (thread_id != NULL)
+			key = ratelimit_key_with_thread(key, thread_id);
+	}
+	handle = handle_str == NULL ? "" : str_c(handle_str);
+
+	i_zero(&params);
+	params.count = count > UINT_MAX ? UINT_MAX : (unsigned int)count;
+	params.period = seconds > UINT_MAX ? UINT_MAX : (unsigned int)seconds;
+	params.lock = lock > UINT_MAX ? UINT_MAX : (unsigned int)lock;
+
+	ret = tst_ratelimit_check(renv, handle, key, &params, noupdate,
+				  &result);
+	if (ret != SIEVE_EXEC_OK)
+		return ret;
+
+	sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
+		"key `%s': %u in window of %u seconds (limit %u)%s%s",
+		key, result.count_in_window, params.period, params.count,
+		result.locked_until != 0 ? ", locked" : "",
+		result.already_counted ? ", counted before" : "");
+
+	if (result.exceeded) {
+		struct loopguard_db_event event;
+
+		i_zero(&event);
+		event.time = time(NULL);
+		event.test = "ratelimit";
+		event.handle = handle;
+		event.key = key;
+		event.reasons = "";
+		event.message_id = loopguard_runtime_message_id(renv);
+		event.count = result.count_in_window;
+		event.window = params.period;
+		event.locked_until = result.locked_until;
+		loopguard_runtime_report(renv, &event);
+	}
+
+	sieve_interpreter_set_test_result(renv->interp, result.exceeded);
+	return SIEVE_EXEC_OK;
+}

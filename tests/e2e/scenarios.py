@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+"""End-to-end scenarios for sieve-loopguard against a real Dovecot.
+
+    scenarios.py --workdir DIR [--builddir DIR] [--demo] [NAME ...]
+
+Starts a private Dovecot (LMTP on 127.0.0.1, see e2elib.py), runs the named
+scenarios (all by default) with fresh users for each, prints "PASS: <name>"
+or "FAIL: <name>: <why>" per scenario, stops Dovecot and exits 1 if any
+failed.  Normally started by run.sh (tests) or demo.sh (--demo: narrates
+what happened instead of only judging it).
+
+The Sieve scripts under test are the files in doc/examples/, used verbatim
+(forward.sieve gets its target address substituted).  Only the concurrency
+and restart scenarios, whose limits are part of the test itself, use the
+small scripts in tests/e2e/scripts/; scripts/plain-vacation.sieve is a
+control without loopguard that shows the examples make the difference.
+"""
+
+import argparse
+import os
+import sys
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2elib import (Dovecot, Failure, Message, check, example, test_script,
+                    FIRED_RE, BAD_LOG_RE, DOMAIN)
+
+SCENARIOS = []
+
+
+def scenario(name):
+    def reg(fn):
+        SCENARIOS.append((name, fn))
+        return fn
+    return reg
+
+
+class Ctx:
+    def __init__(self, dc, name, demo=False):
+        self.dc = dc
+        self.name = name
+        self.demo = demo
+        self.log_start = dc.log_offset()
+        self.seen = set()
+        self.facts = {}
+        dc.archive_captures("before-" + name)
+
+    def user(self, local, script, substitute=None):
+        # fresh user and home per scenario
+        return self.dc.user("%s-%s" % (self.name, local), script, substitute)
+
+    def address(self, local):
+        return "%s-%s@%s" % (self.name, local, DOMAIN)
+
+    def new_captures(self):
+        return self.dc.captures(self.seen)
+
+    def log(self):
+        return self.dc.log_lines(self.log_start)
+
+    def fired(self, test=None, user=None):
+        out = []
+        for line in self.log():
+            m = FIRED_RE.search(line)
+            if m is None:
+                continue
+            if test is not None and m.group("test") != test:
+                continue
+            if user is not None and m.group("user") != user.address:
+                continue
+            out.append(m.groupdict())
+        return out
+
+    def say(self, text):
+        if self.demo:
+            print("    " + text)
+
+
+def all_250(codes, what):
+    bad = [c for c in codes if c != 250]
+    check(not bad, "%s: %d of %d LMTP replies were not 250 (e.g. %s)"
+          % (what, len(bad), len(codes), bad[:5]))
+
+
+def same_ids(got, want, what):
+    got_s, want_s = sorted(got), sorted(want)
+    if got_s != want_s:
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        raise Failure("%s: stored %d messages, expected %d (missing %s, "
+                      "unexpected %s)" % (what, len(got), len(want),
+                                          missing[:3], extra[:3]))
+
+
+# ---------------------------------------------------------------------------
+# The robot: answers every message it receives.
+
+ROBOT = "robot@remote.test"
+
+
+def robot_storm(ctx, user, verp=True, bound=20, during=None):
+    """Plays a robot that answers every mail it receives, against `user`.
+
+    The robot starts the conversation with one message.  Each captured
+    outgoing message addressed to the robot is answered with a new message
+    (From/To robot@remote.test, new Message-ID, Subject "Re: ...", no RFC 3834
+    headers, a body that differs each time).  With verp=True the robot uses a
+    fresh envelope sender per message (robot+N@remote.test), as ticket and
+    notification systems do.
+
+    Stops when no reply comes back or after `bound` deliveries.  Returns
+    dict(delivered=[Message], replies=[Captured to the robot],
+    other=[Captured to others], ended=bool).  `during(i)` is called before
+    the i-th robot delivery (to interleave other traffic)."""
+    n = 1
+
+    def robot_msg(to, subject, in_reply_to=None):
+        env = "robot+%d@remote.test" % n if verp else ROBOT
+        hdrs = [("In-Reply-To", in_reply_to)] if in_reply_to else []
+        return Message('"Ticket Robot" <%s>' % ROBOT, to, subject,
+                       env_from=env, headers=hdrs,
+                       body="Thank you for your message. This is automatic "
+                            "answer number %d.\n" % n)
+
+    queue = [robot_msg(user.address, "Your request has been received")]
+    delivered, replies, other = [], [], []
+    while queue and len(delivered) < bound:
+        m = queue.pop(0)
+        if during:
+            during(len(delivered))
+        code = user.deliver(m)
+        check(code == 250, "robot message %d: LMTP reply %d"
+              % (len(delivered) + 1, code))
+        delivered.append(m)
+        for c in ctx.new_captures():
+            if any(a.endswith("@remote.test") and a.startswith("robot")
+                   for a in c.env_to):
+                replies.append(c)
+                n += 1
+                queue.append(robot_msg(c.from_addr(),
+                                       "Re: " + (c.header("Subject") or ""),
+                                       c.header("Message-ID")))
+            else:
+                other.append(c)
+    return dict(delivered=delivered, replies=replies, other=other,
+                ended=not queue)
+
+
+# ---------------------------------------------------------------------------
+
+@scenario("pingpong")
+def s_pingpong(ctx):
+    """1. Auto-reply ping-pong.
+
+    Reasoning: vacation answers each *envelope sender* at most once per :days.
+    A robot that keeps one address is therefore answered once and the
+    conversation ends by vacation's own memory (checked below as a control:
+    exactly 1 reply).  The storms seen in practice come from robots that use a
+    new bounce address per message (VERP).  Then vacation alone answers every
+    message: with the control script (plain vacation, no loopguard) the
+    storm is still going when the harness stops it at 20 rounds.
+
+    With doc/examples/protect-vacation.sieve, replies are limited to 5 per
+    hour per From address (ratelimit :handle "vacation" :count 5): robot
+    messages 1-5 are answered, message 6 is delivered but not answered, and
+    since the robot only answers our replies, the storm ends.  Exact numbers:
+    6 robot messages in, 6 stored, 0 discarded, 5 replies sent (to robot+1
+    .. robot+5), 1 reply suppressed, one "ratelimit fired" log line."""
+    # Control A: plain vacation, robot with one address -> 1 reply.
+    c1 = ctx.user("control-fixed", test_script("plain-vacation.sieve"))
+    r = robot_storm(ctx, c1, verp=False)
+    check(r["ended"] and len(r["replies"]) == 1 and len(r["delivered"]) == 2,
+          "control (plain vacation, fixed robot address): expected 2 "
+          "messages and 1 reply, got %d and %d"
+          % (len(r["delivered"]), len(r["replies"])))
+    # Control B: plain vacation, VERP robot -> no end within the bound.
+    c2 = ctx.user("control-verp", test_script("plain-vacation.sieve"))
+    r = robot_storm(ctx, c2, verp=True, bound=20)
+    check(not r["ended"] and len(r["replies"]) == 20,
+          "control (plain vacation, VERP robot): expected the storm to run "
+          "to the 20-round bound, got %d replies, ended=%s"
+          % (len(r["replies"]), r["ended"]))
+    ctx.facts["control_replies"] = len(r["replies"])
+
+    # The example script.
+    u = ctx.user("vacation", example("protect-vacation.sieve"))
+    r = robot_storm(ctx, u, verp=True, bound=20)
+    check(r["ended"], "storm did not end within 20 rounds (%d replies)"
+          % len(r["replies"]))
+    check(not r["other"], "unexpected outgoing mail: %r" % r["other"])
+    check(len(r["replies"]) == 5,
+          "expected exactly 5 replies to the robot, got %d"
+          % len(r["replies"]))
+    check([c.env_to for c in r["replies"]] ==
+          [["robot+%d@remote.test" % i] for i in range(1, 6)],
+          "replies went to %r" % [c.env_to for c in r["replies"]])
+    for c in r["replies"]:
+        check(c.env_from == "" and
+              (c.header("Auto-Submitted") or "").startswith("auto-replied"),
+              "reply not sent as an auto-reply from <>: %r" % c)
+    check(len(r["delivered"]) == 6, "expected 6 robot messages, got %d"
+          % len(r["delivered"]))
+    same_ids(u.stored(), [m.msgid for m in r["delivered"]], "vacation user")
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 1 and fired[0]["handle"] == "vacation"
+          and fired[0]["key"] == ROBOT,
+          "expected one 'ratelimit fired' log line for handle=vacation "
+          "key=%s, got %r" % (ROBOT, fired))
+    check(not ctx.fired("looptest", u),
+          "looptest fired on the robot's messages: %r"
+          % ctx.fired("looptest", u))
+    ctx.facts.update(user=u.address, msgs_in=len(r["delivered"]),
+                     stored=len(u.stored()),
+                     discarded=len(r["delivered"]) - len(u.stored()),
+                     replies=len(r["replies"]),
+                     suppressed=len(r["delivered"]) - len(r["replies"]),
+                     fired=fired)
+
+
+def dsn(frm, to, env_from, original_to="someone@remote.test"):
+    boundary = "dsn-boundary-e2e"
+    body = (
+        "--%(b)s\n"
+        "Content-Type: text/plain; charset=us-ascii\n\n"
+        "This is the mail system at host mx.remote.test.\n"
+        "Your message could not be delivered to <%(ot)s>.\n\n"
+        "--%(b)s\n"
+        "Content-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.remote.test\n\n"
+        "Final-Recipient: rfc822; %(ot)s\n"
+        "Action: failed\n"
+        "Status: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
+        "--%(b)s\n"
+        "Content-Type: text/rfc822-headers\n\n"
+        "From: %(to)s\n"
+        "To: %(ot)s\n"
+        "Subject: Lunch\n\n"
+        "--%(b)s--\n") % dict(b=boundary, ot=original_to, to=to)
+    return Message(frm, to, "Undelivered Mail Returned to Sender",
+                   env_from=env_from, raw_body=body,
+                   content_type='multipart/report; '
+                   'report-type=delivery-status; boundary="%s"' % boundary)
+
+
+@scenario("bounce")
+def s_bounce(ctx):
+    """2. Bounces and other machine mail reach auto-responders.
+
+    a) a bounce with the null sender <> to protect-vacation.sieve and to
+       helpdesk.sieve: stored, no reply.  (Sieve's vacation never answers <>
+       by itself either; the test checks that loopguard recognised it:
+       a "looptest fired ... reasons=bounce" log line.)
+    b) a delivery report relayed with a real envelope sender
+       (relay@remote.test): the control (plain vacation) answers it -- 1
+       reply -- protect-vacation.sieve and helpdesk.sieve do not (0).
+    c) helpdesk.sieve hearing itself (a web form sending From: the helpdesk
+       address with the web server's envelope sender): the control answers
+       it, the helpdesk does not ("self").
+    d) a person writing to the helpdesk gets exactly one acknowledgement."""
+    vac = ctx.user("vacation", example("protect-vacation.sieve"))
+    hd = ctx.user("helpdesk", example("helpdesk.sieve"))
+    ctl = ctx.user("control", test_script("plain-vacation.sieve"))
+
+    def deliver_expect(user, msg, replies, what):
+        code = user.deliver(msg)
+        check(code == 250, "%s: LMTP reply %d" % (what, code))
+        check(msg.msgid in user.stored(), "%s: message not stored" % what)
+        caps = ctx.new_captures()
+        check(len(caps) == replies, "%s: expected %d replies, got %d: %r"
+              % (what, replies, len(caps), caps))
+        return caps
+
+    def reasons(user):
+        return [set(f["reasons"].split()) for f in ctx.fired("looptest", user)]
+
+    for u in (vac, hd):
+        deliver_expect(u, dsn("Mail Delivery System <MAILER-DAEMON@remote.test>",
+                              u.address, env_from=""), 0,
+                       "null-sender bounce to %s" % u.address)
+        check(any("bounce" in r for r in reasons(u)),
+              "no 'looptest fired ... bounce' log line for %s: %r"
+              % (u.address, ctx.fired("looptest", u)))
+
+    relayed = lambda u: dsn("Mail Delivery System <relay@remote.test>",
+                            u.address, env_from="relay@remote.test")
+    deliver_expect(ctl, relayed(ctl), 1, "relayed report to the control")
+    deliver_expect(vac, relayed(vac), 0, "relayed report to protect-vacation")
+    deliver_expect(hd, relayed(hd), 0, "relayed report to helpdesk")
+
+    selfmsg = lambda u: Message("Helpdesk <%s>" % u.address, u.address,
+                                "New web form request",
+                                env_from="www-data@web.example.org")
+    deliver_expect(ctl, selfmsg(ctl), 1, "self-addressed form to the control")
+    deliver_expect(hd, selfmsg(hd), 0, "self-addressed form to helpdesk")
+    check(any("self" in r for r in reasons(hd)),
+          "no 'looptest fired ... self' log line for the helpdesk: %r"
+          % ctx.fired("looptest", hd))
+
+    person = Message("Dana <dana@remote.test>", hd.address, "Printer broken")
+    caps = deliver_expect(hd, person, 1, "person to helpdesk")
+    check(caps[0].env_to == ["dana@remote.test"],
+          "acknowledgement went to %r" % caps[0].env_to)
+    check(len(hd.stored()) == 4 and len(vac.stored()) == 2,
+          "stored: helpdesk %d (expected 4), vacation %d (expected 2)"
+          % (len(hd.stored()), len(vac.stored())))
+
+
+@scenario("forward-loop")
+def s_forward_loop(ctx):
+    """3. Two users forward to each other with doc/examples/forward.sieve.
+
+    The harness acts as the MTA: every captured redirect is delivered via
+    LMTP to its target, up to 20 rounds.  Expected, exactly: carol -> alice
+    (delivery 1, redirect 1 to bob) -> bob (delivery 2, redirect 2 to alice)
+    -> alice (delivery 3): looptest finds alice's address in
+    X-Sieve-Redirected-From / a second Delivered-To ("marker") and the
+    message was already seen ("duplicate"), so alice keeps it.  3
+    deliveries, 2 redirects, alice stores 1 message, bob 0, nothing lost."""
+    bob = ctx.user("bob", example("forward.sieve"),
+                   {"forward-target@example.net": ctx.address("alice")})
+    alice = ctx.user("alice", example("forward.sieve"),
+                     {"forward-target@example.net": bob.address})
+    users = {alice.address: alice, bob.address: bob}
+    m = Message("Carol <carol@remote.test>", alice.address, "Lunch on Friday?")
+    queue = [(m.env_from, alice.address, bytes(m))]
+    deliveries, redirects = [], []
+    while queue and len(deliveries) < 20:
+        sender, rcpt, data = queue.pop(0)
+        code = ctx.dc.deliver(sender, rcpt, data)
+        check(code == 250, "delivery %d to %s: LMTP reply %d"
+              % (len(deliveries) + 1, rcpt, code))
+        deliveries.append(rcpt)
+        for c in ctx.new_captures():
+            redirects.append(c)
+            for to in c.env_to:
+                check(to in users, "redirect to unexpected %s" % to)
+                queue.append((c.env_from or "", to, c.raw))
+    check(not queue, "forwarding loop still going after 20 deliveries")
+    check(deliveries == [alice.address, bob.address, alice.address],
+          "deliveries went %r, expected alice, bob, alice" % deliveries)
+    check(len(redirects) == 2, "expected 2 redirects, got %d" % len(redirects))
+    same_ids(alice.stored(), [m.msgid], "alice")
+    same_ids(bob.stored(), [], "bob")
+    fired = ctx.fired("looptest", alice)
+    check(len(fired) == 1 and "marker" in fired[0]["reasons"].split(),
+          "expected one 'looptest fired ... marker' line for alice, got %r"
+          % fired)
+    check(not ctx.fired("looptest", bob),
+          "looptest fired for bob: %r" % ctx.fired("looptest", bob))
+
+
+def flood_msgs(user, n, sender="flood@remote.test", tag="flood"):
+    return [Message("Flooder <%s>" % sender, user.address,
+                    "%s %d" % (tag, i + 1)) for i in range(n)]
+
+
+@scenario("flood")
+def s_flood(ctx):
+    """4. 200 messages from one sender to doc/examples/discard-loops.sieve
+    (ratelimit :count 30 :seconds 300 :lock 900): the first 30 are stored,
+    170 are discarded (every LMTP reply is still 250), and each discard is
+    logged: 170 "ratelimit fired" lines, all with a locked-until time."""
+    u = ctx.user("user", example("discard-loops.sieve"))
+    msgs = flood_msgs(u, 200)
+    codes = ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in msgs])
+    all_250(codes, "flood")
+    same_ids(u.stored(), [m.msgid for m in msgs[:30]], "flood")
+    check(not ctx.new_captures(), "flood produced outgoing mail")
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 170,
+          "expected 170 'ratelimit fired' log lines, got %d" % len(fired))
+    check(all(f["key"] == "flood@remote.test" and f["locked"] != "-"
+              for f in fired),
+          "ratelimit log lines without key/lock: %r" % fired[:2])
+    ctx.facts.update(user=u.address, msgs_in=len(msgs),
+                     stored=len(u.stored()),
+                     discarded=len(msgs) - len(u.stored()), fired=fired)
+
+
+@scenario("people")
+def s_people(ctx):
+    """5. People's mail gets through before, during and after a storm.
+
+    a) discard-loops.sieve: 4 people send 1 message each before, during
+       (interleaved into a 100-message flood from flood@remote.test) and
+       after the flood.  All 12 are stored, plus exactly 30 of the flood.
+    b) protect-vacation.sieve: 3 people write before, during and after the
+       VERP robot storm of scenario 1.  All 9 are stored, each person gets
+       exactly 1 vacation reply (vacation's :days 1), the robot exactly 5."""
+    u = ctx.user("flooded", example("discard-loops.sieve"))
+    people = ["p%d@remote.test" % i for i in range(1, 5)]
+
+    def person_msgs(rcpt, when):
+        return [Message("Person %s <%s>" % (p[:2], p), rcpt,
+                        "Hello (%s)" % when) for p in people]
+
+    before, during, after = (person_msgs(u.address, w)
+                             for w in ("before", "during", "after"))
+    flood = flood_msgs(u, 100)
+    seq = list(before)
+    for i, m in enumerate(flood):
+        seq.append(m)
+        if i % 25 == 10:
+            seq.append(during[i // 25])
+    seq += after
+    codes = ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in seq])
+    all_250(codes, "people + flood")
+    same_ids(u.stored(), [m.msgid for m in before + during + after]
+             + [m.msgid for m in flood[:30]], "flooded user")
+
+    v = ctx.user("vacation", example("protect-vacation.sieve"))
+    people = ["q%d@remote.test" % i for i in range(1, 4)]
+    pm = {w: person_msgs(v.address, w) for w in ("before", "during", "after")}
+    person_replies = []
+
+    def send_people(which):
+        for m in pm[which]:
+            check(v.deliver(m) == 250, "person message: LMTP error")
+        person_replies.extend(ctx.new_captures())
+
+    send_people("before")
+    r = robot_storm(ctx, v, during=lambda i: i == 3 and send_people("during"))
+    send_people("after")
+    person_replies += r["other"]
+    check(r["ended"] and len(r["replies"]) == 5,
+          "robot storm: %d replies to the robot (expected 5), ended=%s"
+          % (len(r["replies"]), r["ended"]))
+    same_ids(v.stored(), [m.msgid for w in pm.values() for m in w]
+             + [m.msgid for m in r["delivered"]], "vacation user")
+    got = sorted(a for c in person_replies for a in c.env_to)
+    check(got == sorted(people),
+          "vacation replies to people: %r, expected one each to %r"
+          % (got, people))
+
+
+@scenario("concurrency")
+def s_concurrency(ctx):
+    """6. 8 LMTP clients deliver 400 distinct messages from one sender to one
+    user at once (scripts/ratelimit-100.sieve: :count 100 :seconds 3600).
+    The check and the record are one LMDB write transaction, so exactly 100
+    are stored, every reply is 250, 300 "ratelimit fired" lines, and the log
+    has no Error/Panic/Fatal."""
+    u = ctx.user("user", test_script("ratelimit-100.sieve"))
+    msgs = flood_msgs(u, 400, sender="bulk@remote.test", tag="bulk")
+    codes = ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in msgs], parallel=8)
+    all_250(codes, "concurrent delivery")
+    stored = u.stored()
+    check(len(stored) == 100, "expected exactly 100 stored, got %d"
+          % len(stored))
+    check(len(set(stored)) == 100 and set(stored) <= {m.msgid for m in msgs},
+          "stored messages are not 100 distinct ones of those sent")
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 300, "expected 300 'ratelimit fired' lines, got %d"
+          % len(fired))
+    pids = {l.split("<")[1].split(">")[0] for l in ctx.log()
+            if "lmtp(%s)<" % u.address in l}
+    check(len(pids) > 1, "deliveries were not spread over several LMTP "
+          "processes (pids %r): no real concurrency" % pids)
+
+
+@scenario("restart")
+def s_restart(ctx):
+    """7. Counts survive a Dovecot restart (scripts/ratelimit-15.sieve,
+    :count 15 :seconds 3600): 10 messages, restart, 10 more.  Exactly
+    messages 1-15 are stored; 16-20 are discarded."""
+    u = ctx.user("user", test_script("ratelimit-15.sieve"))
+    msgs = flood_msgs(u, 20, sender="steady@remote.test", tag="steady")
+    jobs = [(m.env_from, u.address, bytes(m)) for m in msgs]
+    all_250(ctx.dc.deliver_many(jobs[:10]), "before restart")
+    same_ids(u.stored(), [m.msgid for m in msgs[:10]], "before restart")
+    db = os.path.join(u.home, ".dovecot.loopguard")
+    check(os.path.exists(db),
+          "no LMDB state at ~/.dovecot.loopguard after 10 deliveries")
+    st = os.stat(db)
+    check(st.st_mode & 0o777 == 0o600 and st.st_uid == ctx.dc.uid,
+          "~/.dovecot.loopguard is mode %o uid %d, expected 600 uid %d"
+          % (st.st_mode & 0o777, st.st_uid, ctx.dc.uid))
+    old_pid = ctx.dc.master_pid()
+    ctx.dc.restart()
+    check(ctx.dc.master_pid() not in (None, old_pid), "dovecot did not restart")
+    all_250(ctx.dc.deliver_many(jobs[10:]), "after restart")
+    same_ids(u.stored(), [m.msgid for m in msgs[:15]], "after restart")
+
+
+@scenario("thread-flood")
+def s_thread_flood(ctx):
+    """8. doc/examples/thread-flood.sieve (ratelimit :thread :count 2
+    :seconds 7200, over the limit -> fileinto "Muted"): a notifier sends 6
+    messages in thread A and 2 in thread B, another sender 1 in thread A.
+    INBOX: A1, A2, B1, B2 and the other sender's message; Muted: A3-A6."""
+    u = ctx.user("user", example("thread-flood.sieve"))
+    notifier = "Tracker <tracker@remote.test>"
+
+    def thread(root_subject, n, frm=notifier, root=None):
+        out = []
+        for i in range(n):
+            hdrs = []
+            if root is not None or out:
+                r = root or out[0].msgid
+                hdrs = [("In-Reply-To", r), ("References", r)]
+            out.append(Message(frm, u.address, "%s%s" % (
+                "Re: " if hdrs else "", root_subject), headers=hdrs))
+        return out
+
+    a = thread("Ticket #1 updated", 6)
+    b = thread("Ticket #2 updated", 2)
+    other = thread("Ticket #1 updated", 1, frm="Erin <erin@remote.test>",
+                   root=a[0].msgid)
+    seq = a[:3] + b[:1] + other + a[3:] + b[1:]
+    all_250(ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in seq]), "thread flood")
+    same_ids(u.stored(), [m.msgid for m in a[:2] + b + other], "INBOX")
+    same_ids(u.stored("Muted"), [m.msgid for m in a[2:]], "Muted")
+
+
+# ---------------------------------------------------------------------------
+
+def narrate(name, ctx):
+    f = ctx.facts
+    if name == "pingpong":
+        print("  Ping-pong: a ticket robot that answers every mail, using a "
+              "new bounce address each time,")
+        print("  writes to %s, who is on vacation "
+              "(doc/examples/protect-vacation.sieve)." % f["user"])
+        print("    Without loopguard (plain vacation): %d replies, and the "
+              "storm was still going when the test stopped it."
+              % f["control_replies"])
+        print("    With protect-vacation.sieve:")
+        print("      messages in from the robot: %d" % f["msgs_in"])
+        print("      delivered to the inbox:     %d" % f["stored"])
+        print("      discarded:                  %d" % f["discarded"])
+        print("      vacation replies sent:      %d" % f["replies"])
+        print("      replies suppressed:         %d  -> the robot got no "
+              "answer, so it stopped" % f["suppressed"])
+        for x in f["fired"]:
+            print("      why: message no. %s from %s within %ss is over the "
+                  "limit of 5 (ratelimit :handle \"%s\")"
+                  % (x["count"], x["key"], x["window"], x["handle"]))
+            print("      blocked: nobody -- this rule has no :lock; the "
+                  "robot gets answers again once fewer")
+            print("               than 5 of its messages fall within the "
+                  "last hour (from the Dovecot log)")
+    elif name == "flood":
+        print("  Flood: 200 messages from one sender to %s "
+              "(doc/examples/discard-loops.sieve," % f["user"])
+        print("  at most 30 per 5 minutes, then blocked for 15 minutes).")
+        print("      messages in:  %d" % f["msgs_in"])
+        print("      delivered:    %d" % f["stored"])
+        print("      discarded:    %d" % f["discarded"])
+        blocked = {}
+        for x in f["fired"]:
+            blocked[x["key"]] = x["locked"]
+        for key, until in blocked.items():
+            n = sum(1 for x in f["fired"] if x["key"] == key)
+            print("      blocked: %s until %s" % (key, until))
+            print("               (%d 'loopguard: ratelimit fired' lines in "
+                  "the Dovecot log; the last one" % n)
+            print("               sets the time: each message over the "
+                  "limit pushes the lock further)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--builddir", default=os.environ.get(
+        "LOOPGUARD_BUILDDIR", os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "..", "..")))
+    ap.add_argument("--demo", action="store_true")
+    ap.add_argument("names", nargs="*")
+    args = ap.parse_args()
+
+    known = [n for n, _ in SCENARIOS]
+    for n in args.names:
+        if n not in known:
+            print("unknown scenario %s (known: %s)" % (n, " ".join(known)))
+            return 2
+    todo = [(n, fn) for n, fn in SCENARIOS
+            if not args.names or n in args.names]
+
+    failed = []
+    try:
+        dc = Dovecot(args.workdir, args.builddir)
+        dc.start()
+    except Failure as e:
+        print("FAIL: setup: %s" % e)
+        return 1
+    try:
+        for name, fn in todo:
+            ctx = Ctx(dc, name, demo=args.demo)
+            try:
+                fn(ctx)
+                bad = [l for l in ctx.log() if BAD_LOG_RE.search(l)]
+                check(not bad, "Dovecot log has errors: %s"
+                      % " || ".join(bad[:3]))
+                print("PASS: %s" % name)
+                if args.demo:
+                    narrate(name, ctx)
+            except Failure as e:
+                failed.append(name)
+                print("FAIL: %s: %s" % (name, e))
+            except Exception as e:
+                failed.append(name)
+                print("FAIL: %s: harness error: %s" % (name, e))
+                traceback.print_exc()
+            sys.stdout.flush()
+    finally:
+        dc.stop()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

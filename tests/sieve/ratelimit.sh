@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# Scenario tests of ratelimit through sieve-test, with the clock set by
+# libfaketime: window, strict counting, lock, noupdate, keys, threads,
+# once-per-message, concurrency, clamping, state errors and logging.
+. "$(dirname "$0")/../lib/common.sh"
+lg_setup
+
+T0="2027-03-01 10:00"
+at() { printf '%s:%02d' "$T0" "$1"; }	# seconds within the first minute
+atm() { date -u -d "$T0 UTC + $1 seconds" '+%Y-%m-%d %H:%M:%S'; }
+
+# Each message has its own Message-ID unless the caller gives one.
+msg() {
+	local name=$1 from=$2
+	shift 2
+	lg_message "$name" "$from" "Hello $name" "Message-ID: <$name@test>" "$@"
+}
+
+lg_script limit.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 3 :seconds 60 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+
+LG_SCENARIO="sliding window"
+for i in 1 2 3 4 5 6; do msg "w$i" "Sender@Example.COM"; done
+out=""
+for i in 1 2 3 4; do
+	lg_deliver limit.sieve "w$i" "$(atm $((i * 10)))" -f sender@example.com
+	out="$out $(lg_outcome)"
+done
+lg_check "3 pass, the 4th within 60s is over" " Under Under Under Over" "$out"
+# at t=71 the message of t=10 has left, but t=20,30 and the over-limit one
+# of t=40 are still in: strict counting keeps it over
+lg_deliver limit.sieve w5 "$(atm 71)" -f sender@example.com
+lg_check "over-limit messages are counted too" "Over" "$(lg_outcome)"
+# at t=131 only the message of t=71 is within the window
+lg_deliver limit.sieve w6 "$(atm 131)" -f sender@example.com
+lg_check "false again once the window has passed" "Under" "$(lg_outcome)"
+
+LG_SCENARIO="count 0"
+lg_script off.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 0 :key "off" { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+out=""
+for i in 1 2 3; do
+	msg "z$i" "z@example.com"
+	lg_deliver off.sieve "z$i" "$(atm 1)"
+	out="$out $(lg_outcome)"
+done
+lg_check ":count 0 is always false" " Under Under Under" "$out"
+
+LG_SCENARIO="lock"
+lg_script lock.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 2 :seconds 10 :lock 300 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+out=""
+for i in 1 2 3; do
+	msg "l$i" "locked@example.com"
+	lg_deliver lock.sieve "l$i" "$(atm $i)" -f locked@example.com
+	out="$out $(lg_outcome)"
+done
+lg_check "the 3rd exceeds and locks" " Under Under Over" "$out"
+msg l4 "locked@example.com"
+lg_deliver lock.sieve l4 "$(atm 200)" -f locked@example.com
+lg_check "still locked 200s later at a low rate" "Over" "$(lg_outcome)"
+msg l5 "locked@example.com"
+lg_deliver lock.sieve l5 "$(atm 304)" -f locked@example.com
+lg_check "released after the lock" "Under" "$(lg_outcome)"
+
+LG_SCENARIO="noupdate"
+lg_script noupdate.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 2 :seconds 60 :noupdate { fileinto "Would"; stop; }
+fileinto "Fine";
+SIEVE
+for i in 1 2 3 4 5; do msg "n$i" "peek@example.com"; done
+lg_deliver noupdate.sieve n1 "$(atm 1)" -f peek@example.com
+lg_deliver noupdate.sieve n2 "$(atm 2)" -f peek@example.com
+lg_deliver noupdate.sieve n3 "$(atm 3)" -f peek@example.com
+lg_check "noupdate records nothing" "Fine" "$(lg_outcome)"
+lg_deliver limit.sieve n1 "$(atm 4)" -f peek@example.com
+lg_deliver limit.sieve n2 "$(atm 5)" -f peek@example.com
+lg_deliver noupdate.sieve n4 "$(atm 6)" -f peek@example.com
+lg_check "true when this message would exceed" "Would" "$(lg_outcome)"
+
+LG_SCENARIO="keys"
+lg_script handles.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :handle "a" :count 1 :seconds 60 { fileinto "A-over"; stop; }
+if ratelimit :handle "b" :count 2 :seconds 60 { fileinto "B-over"; stop; }
+fileinto "Under";
+SIEVE
+msg h1 "h@example.com"; msg h2 "h@example.com"
+lg_deliver handles.sieve h1 "$(atm 1)" -f h@example.com
+lg_deliver handles.sieve h2 "$(atm 2)" -f h@example.com
+lg_check ":handle keeps counters apart" "A-over" "$(lg_outcome)"
+
+lg_script varkey.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto", "variables"];
+if header :matches "X-Ticket" "*" { set "ticket" "${1}"; }
+if ratelimit :key "ticket-${ticket}" :count 1 :seconds 60 {
+	fileinto "Over"; stop;
+}
+fileinto "Under";
+SIEVE
+msg k1 "a1@example.com" "X-Ticket: 42"
+msg k2 "a2@example.com" "X-Ticket: 42"
+msg k3 "a3@example.com" "X-Ticket: 43"
+lg_deliver varkey.sieve k1 "$(atm 1)" -f a1@example.com
+lg_deliver varkey.sieve k2 "$(atm 2)" -f a2@example.com
+lg_check ":key expands variables (same ticket)" "Over" "$(lg_outcome)"
+lg_deliver varkey.sieve k3 "$(atm 3)" -f a3@example.com
+lg_check ":key expands variables (other ticket)" "Under" "$(lg_outcome)"
+
+lg_script onekey.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 1 :seconds 60 :handle "default" { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+msg d1 "someone@else.example" ; msg d2 "another@else.example"
+lg_deliver onekey.sieve d1 "$(atm 1)" -f Robot@Example.ORG
+lg_deliver onekey.sieve d2 "$(atm 2)" -f robot@example.org
+lg_check "default key: envelope sender, lower-cased" "Over" "$(lg_outcome)"
+msg d3 "Robot@Example.ORG"
+lg_deliver onekey.sieve d3 "$(atm 3)" -f other@example.org
+lg_check "default key ignores From when there is a sender" "Under" \
+	"$(lg_outcome)"
+
+LG_SCENARIO="thread"
+lg_script thread.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :thread :count 1 :seconds 7200 { fileinto "Flood"; stop; }
+fileinto "Ok";
+SIEVE
+# References root
+lg_message r1 "t@example.com" "Re: printer" "Message-ID: <r1@t>" \
+	"References: <root-a@t> <mid@t>" "In-Reply-To: <mid@t>"
+lg_message r2 "t@example.com" "Re: printer" "Message-ID: <r2@t>" \
+	"References: <root-a@t> <r1@t>" "In-Reply-To: <other@t>"
+lg_message r3 "t@example.com" "Re: printer" "Message-ID: <r3@t>" \
+	"References: <root-b@t>"
+lg_deliver thread.sieve r1 "$(atm 1)" -f t@example.com
+lg_deliver thread.sieve r2 "$(atm 2)" -f t@example.com
+lg_check "same References root is one thread" "Flood" "$(lg_outcome)"
+lg_deliver thread.sieve r3 "$(atm 3)" -f t@example.com
+lg_check "another References root is another thread" "Ok" "$(lg_outcome)"
+# In-Reply-To when there are no References
+lg_message i1 "t@example.com" "x" "Message-ID: <i1@t>" "In-Reply-To: <p@t>"
+lg_message i2 "t@example.com" "y" "Message-ID: <i2@t>" "In-Reply-To: <p@t>"
+lg_deliver thread.sieve i1 "$(atm 4)" -f t@example.com
+lg_deliver thread.sieve i2 "$(atm 5)" -f t@example.com
+lg_check "In-Reply-To identifies the thread" "Flood" "$(lg_outcome)"
+# own Message-ID: a retransmission with a new body is the same thread
+lg_message o1 "t@example.com" "z1" "Message-ID: <own@t>"
+lg_message o2 "t@example.com" "z2" "Message-ID: <own2@t>"
+lg_deliver thread.sieve o1 "$(atm 6)" -f t@example.com
+lg_deliver thread.sieve o2 "$(atm 7)" -f t@example.com
+lg_check "a new Message-ID is a new thread" "Ok" "$(lg_outcome)"
+# Subject when there are no message-ids at all
+lg_message s1 "t@example.com" "Printer broken"
+lg_message s2 "t@example.com" "Re: AW: printer   broken"
+lg_deliver thread.sieve s1 "$(atm 8)" -f t@example.com
+lg_deliver thread.sieve s2 "$(atm 9)" -f t@example.com
+lg_check "normalized Subject identifies the thread" "Flood" "$(lg_outcome)"
+
+LG_SCENARIO="once per message"
+lg_script twice.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 1 :seconds 60 :handle "twice" { fileinto "First-over"; stop; }
+if ratelimit :count 1 :seconds 60 :handle "twice" { fileinto "Second-over"; stop; }
+fileinto "Under";
+SIEVE
+msg o1 "once@example.com"; msg o2 "once@example.com"
+lg_deliver twice.sieve o1 "$(atm 1)" -f once@example.com
+lg_check "twice in one script counts once" "Under" "$(lg_outcome)"
+lg_deliver twice.sieve o1 "$(atm 2)" -f once@example.com
+lg_check "a second delivery counts once" "Under" "$(lg_outcome)"
+lg_deliver twice.sieve o2 "$(atm 3)" -f once@example.com
+lg_check "another message is counted" "First-over" "$(lg_outcome)"
+lg_deliver twice.sieve o2 "$(atm 4)" -f once@example.com
+lg_check "and gets the same answer again" "First-over" "$(lg_outcome)"
+
+LG_SCENARIO="concurrency"
+lg_script conc.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 50 :seconds 3600 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+for i in $(seq 1 100); do msg "c$i" "busy@example.com"; done
+export -f lg_deliver lg_outcome
+export LG_DIR LG_USER LG_PLUGIN LG_FAKETIME_LIB
+seq 1 100 | xargs -P 8 -I{} bash -c \
+	'lg_deliver conc.sieve c{} "" -f busy@example.com; lg_outcome' \
+	> "$LG_DIR/conc.out"
+lg_check "100 messages, 8 at a time: 50 under" 50 \
+	"$(grep -c '^Under$' "$LG_DIR/conc.out")"
+lg_check "100 messages, 8 at a time: 50 over" 50 \
+	"$(grep -c '^Over$' "$LG_DIR/conc.out")"
+
+LG_SCENARIO="arguments"
+lg_script clamp.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 5000 :seconds 99999999 :lock 99999999 { fileinto "Over"; }
+SIEVE
+msg a1 "x@example.com"
+lg_deliver clamp.sieve a1 ""
+lg_check_match ":count is clamped with a warning" \
+	"line 2: warning: the :count value 5000 .*maximum; using 1000" "$LG_OUT"
+lg_check_match ":seconds is clamped with a warning" \
+	"line 2: warning: the :seconds value 99999999 .*using 604800" "$LG_OUT"
+lg_check_match ":lock is clamped with a warning" \
+	"line 2: warning: the :lock value 99999999 .*using 604800" "$LG_OUT"
+lg_script badtype.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count "ten" { fileinto "Over"; }
+SIEVE
+lg_deliver badtype.sieve a1 ""
+lg_check_match "a string for :count is a compile error" \
+	"line 2: error: the :count tag .* requires a number" "$LG_OUT"
+lg_script badkey.sieve <<'SIEVE'
+require "vnd.loopguard.ratelimit";
+if ratelimit :key 5 { keep; }
+SIEVE
+lg_deliver badkey.sieve a1 ""
+lg_check_match "a number for :key is a compile error" \
+	"line 2: error: the :key tag .* requires a string" "$LG_OUT"
+lg_script badtag.sieve <<'SIEVE'
+require "vnd.loopguard.ratelimit";
+if ratelimit :bogus { keep; }
+SIEVE
+lg_deliver badtag.sieve a1 ""
+lg_check_match "an unknown tag is a compile error" \
+	"line 2: error: unknown tagged argument ':bogus'" "$LG_OUT"
+
+LG_SCENARIO="logging"
+lg_script logged.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :handle "logged" :count 1 :seconds 60 :lock 600 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+msg g1 "log@example.com"; msg g2 "log@example.com"
+lg_deliver logged.sieve g1 "$(atm 1)" -f log@example.com
+lg_check "no log line while under the limit" 0 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'loopguard: ratelimit fired')"
+lg_deliver logged.sieve g2 "$(atm 2)" -f log@example.com
+lg_check "one log line when true" 1 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'loopguard: ratelimit fired')"
+lg_check_match "the line names user, handle, key, count, window, lock, id" \
+	"ratelimit fired: user=$LG_USER, handle=logged, key=log@example.com, .*message-id=<g2@test>, count=2, window=60s, locked-until=2027-03-01 10:10:02" \
+	"$LG_OUT"
+logdump=$(mdb_dump -p -n -s log "$LG_STATE" 2>&1)
+lg_check_match "the entry is kept in the user's log" "g2@test" "$logdump"
+
+LG_SCENARIO="state errors"
+lg_script keep.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 1 :seconds 60 { fileinto "Over"; }
+fileinto "After";
+SIEVE
+msg e1 "err@example.com"
+# a directory where the data file should be cannot be opened as a store
+lg_config "  sieve_loopguard_db = $LG_DIR/notafile"
+mkdir -p "$LG_DIR/notafile"
+lg_deliver keep.sieve e1 ""
+lg_check "keep: the test is false and the script goes on" "After" \
+	"$(lg_outcome)"
+lg_check_match "keep: a warning is logged" \
+	"warning: ratelimit test: loopguard state unavailable" "$LG_OUT"
+# a corrupted data file
+printf 'this is not an lmdb file %.0s' $(seq 1 400) > "$LG_DIR/broken"
+chown "$LG_USER" "$LG_DIR/broken"
+lg_config "  sieve_loopguard_db = $LG_DIR/broken"
+lg_deliver keep.sieve e1 ""
+lg_check "keep: a corrupted store gives false, fileinto still files" \
+	"After" "$(lg_outcome)"
+lg_config "  sieve_loopguard_db = $LG_DIR/notafile
+  sieve_loopguard_on_error = tempfail"
+lg_deliver keep.sieve e1 "" -e
+lg_check_match "tempfail: the delivery is deferred" \
+	"temporary failure|TEMPFAIL|tempfail" "$LG_OUT"
+lg_check "tempfail: nothing is filed" 0 \
+	"$(find "$LG_DIR/mail" -path '*After*' -type f | wc -l)"
+
+LG_SCENARIO="expiry"
+lg_config ""
+lg_script expire.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :handle "exp" :count 5 :seconds 60 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+for i in $(seq 1 30); do msg "x$i" "exp$i@example.com"; done
+for i in $(seq 1 30); do
+	lg_deliver expire.sieve "x$i" "$(atm 1)" -f "exp$i@example.com"
+done
+before=$(mdb_dump -p -n -s records "$LG_STATE" | grep -c 'exp')
+# two hours later the windows are long over; ordinary traffic sweeps them
+for i in $(seq 1 10); do
+	msg "y$i" "later$i@example.com"
+	lg_deliver expire.sieve "y$i" "$(atm 7200)" -f "later$i@example.com"
+done
+after=$(mdb_dump -p -n -s records "$LG_STATE" | grep -c 'exp[0-9]')
+lg_check "30 keys were stored" 1 "$([ "$before" -ge 30 ] && echo 1 || echo 0)"
+lg_check "expired keys disappear on their own" 0 "$after"
+
+lg_finish

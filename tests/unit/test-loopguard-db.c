@@ -1,0 +1,980 @@
+/* Unit tests of the LMDB state store (loopguard-db.c). */
+
+#include "lib.h"
+#include "buffer.h"
+#include "str.h"
+#include "unlink-directory.h"
+#include "test-common.h"
+#include "loopguard-db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define TEST_NOW 1000000
+#define MiB (1024 * 1024)
+
+static const char *test_dir;
+
+static struct loopguard_db_settings test_settings(const char *name)
+{
+	struct loopguard_db_settings set;
+
+	i_zero(&set);
+	set.path = t_strdup_printf("%s/%s", test_dir, name);
+	set.max_size = 64 * MiB;
+	set.sync = FALSE;
+	set.log_size = 100;
+	return set;
+}
+
+static struct loopguard_db *test_open(const struct loopguard_db_settings *set)
+{
+	struct loopguard_db *db;
+	const char *error;
+
+	if (loopguard_db_open(set, &db, &error) < 0)
+		i_fatal("loopguard_db_open(%s): %s", set->path, error);
+	return db;
+}
+
+static bool test_path_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+static bool test_error_names_path(const char *error, const char *path)
+{
+	return error != NULL && strstr(error, path) != NULL;
+}
+
+/* Stores a given payload with a given expiry; remembers what it saw. */
+struct test_set_context {
+	const void *payload;
+	size_t payload_size;
+	time_t expires;
+	bool store;
+
+	bool called;
+	bool had_old;
+	buffer_t *old_payload;
+};
+
+static bool
+test_set_callback(const struct loopguard_db_record *old, time_t now ATTR_UNUSED,
+		  buffer_t *new_payload, time_t *expires_r, void *context)
+{
+	struct test_set_context *ctx = context;
+
+	ctx->called = TRUE;
+	ctx->had_old = old != NULL;
+	if (old != NULL && ctx->old_payload != NULL) {
+		buffer_set_used_size(ctx->old_payload, 0);
+		buffer_append(ctx->old_payload, old->payload,
+			      old->payload_size);
+	}
+	buffer_append(new_payload, ctx->payload, ctx->payload_size);
+	*expires_r = ctx->expires;
+	return ctx->store;
+}
+
+static int
+test_put(struct loopguard_db *db, const char *handle, const char *key,
+	 const char *payload, time_t now, time_t expires, const char **error_r)
+{
+	struct test_set_context ctx;
+
+	i_zero(&ctx);
+	ctx.payload = payload;
+	ctx.payload_size = strlen(payload);
+	ctx.expires = expires;
+	ctx.store = TRUE;
+	return loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle, key,
+				   now, test_set_callback, &ctx, error_r);
+}
+
+static int
+test_put_size(struct loopguard_db *db, const char *key, size_t size,
+	      time_t now, time_t expires, const char **error_r)
+{
+	struct test_set_context ctx;
+	char *payload = t_malloc0(size);
+
+	memset(payload, 'x', size);
+	i_zero(&ctx);
+	ctx.payload = payload;
+	ctx.payload_size = size;
+	ctx.expires = expires;
+	ctx.store = TRUE;
+	return loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", key,
+				   now, test_set_callback, &ctx, error_r);
+}
+
+/* 1 = live record with this payload, 0 = none, -1 = error */
+static int
+test_get(struct loopguard_db *db, const char *handle, const char *key,
+	 time_t now, const char **payload_r)
+{
+	struct loopguard_db_record record;
+	const char *error;
+	int ret;
+
+	ret = loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle, key, now,
+				  pool_datastack_create(), &record, &error);
+	if (ret < 0)
+		i_error("lookup failed: %s", error);
+	*payload_r = ret <= 0 ? NULL :
+		t_strndup(record.payload, record.payload_size);
+	return ret;
+}
+
+struct test_count_context {
+	unsigned int count;
+	const char *expect_key;
+	bool found_key;
+};
+
+static int
+test_count_callback(const struct loopguard_db_record *record, void *context)
+{
+	struct test_count_context *ctx = context;
+
+	ctx->count++;
+	if (ctx->expect_key != NULL && strcmp(record->key, ctx->expect_key) == 0)
+		ctx->found_key = TRUE;
+	return 0;
+}
+
+/* Records physically present: iterating at time 0 sees every record,
+   expired or not. */
+static unsigned int test_count_all(struct loopguard_db *db)
+{
+	struct test_count_context ctx;
+	const char *error;
+
+	i_zero(&ctx);
+	if (loopguard_db_iterate(db, 0, test_count_callback, &ctx, &error) < 0)
+		i_error("iterate failed: %s", error);
+	return ctx.count;
+}
+
+static int test_wait_child(pid_t pid)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) < 0)
+		i_fatal("waitpid() failed: %m");
+	if (!WIFEXITED(status)) {
+		i_error("child %ld died (signal %d)", (long)pid,
+			WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+		return -1;
+	}
+	return WEXITSTATUS(status);
+}
+
+static void test_open_creates_0600(void)
+{
+	struct loopguard_db_settings set = test_settings("create");
+	struct loopguard_db *db;
+	const char *error, *lock_path;
+	struct stat st;
+	mode_t old_umask;
+
+	test_begin("loopguard db open creates data and lock file 0600");
+	/* with umask 0 the mode comes from us alone */
+	old_umask = umask(0);
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	umask(old_umask);
+
+	test_assert(stat(set.path, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (st.st_mode & 07777) == 0600);
+	lock_path = t_strconcat(set.path, "-lock", NULL);
+	test_assert(stat(lock_path, &st) == 0 && (st.st_mode & 07777) == 0600);
+	loopguard_db_close(&db);
+	test_assert(db == NULL);
+
+	set.path = "relative/path";
+	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_end();
+}
+
+static void test_roundtrip(void)
+{
+	struct loopguard_db_settings set = test_settings("roundtrip");
+	struct loopguard_db_record record;
+	struct test_set_context ctx;
+	struct loopguard_db *db;
+	const char *error, *payload;
+
+	test_begin("loopguard db update/lookup/delete round trip");
+	set.sync = TRUE;
+	db = test_open(&set);
+	test_assert(test_put(db, "h1", "key1", "hello", TEST_NOW,
+			     TEST_NOW + 100, &error) == 0);
+	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "hello") == 0);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "h1",
+					"key1", TEST_NOW,
+					pool_datastack_create(), &record,
+					&error) == 1);
+	test_assert(record.kind == LOOPGUARD_DB_KIND_RATE &&
+		    strcmp(record.handle, "h1") == 0 &&
+		    strcmp(record.key, "key1") == 0 &&
+		    record.expires == TEST_NOW + 100);
+	/* handle and kind separate records */
+	test_assert(test_get(db, "h2", "key1", TEST_NOW, &payload) == 0);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_SEEN, "h1",
+					"key1", TEST_NOW,
+					pool_datastack_create(), &record,
+					&error) == 0);
+
+	/* the callback sees the old record */
+	i_zero(&ctx);
+	ctx.payload = "world";
+	ctx.payload_size = 5;
+	ctx.expires = TEST_NOW + 100;
+	ctx.store = TRUE;
+	ctx.old_payload = t_buffer_create(16);
+	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "h1",
+					"key1", TEST_NOW, test_set_callback,
+					&ctx, &error) == 0);
+	test_assert(ctx.had_old && ctx.old_payload->used == 5 &&
+		    memcmp(ctx.old_payload->data, "hello", 5) == 0);
+	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "world") == 0);
+
+	/* FALSE leaves it alone */
+	ctx.payload = "ignored";
+	ctx.payload_size = 7;
+	ctx.store = FALSE;
+	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "h1",
+					"key1", TEST_NOW, test_set_callback,
+					&ctx, &error) == 0);
+	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "world") == 0);
+
+	/* expires <= now deletes */
+	test_assert(test_put(db, "h1", "key2", "x", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_put(db, "h1", "key2", "x", TEST_NOW, TEST_NOW,
+			     &error) == 0);
+	test_assert(test_get(db, "h1", "key2", 0, &payload) == 0);
+
+	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, "h1",
+					"key1", &error) == 1);
+	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 0);
+	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, "h1",
+					"key1", &error) == 0);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+static void test_expiry(void)
+{
+	struct loopguard_db_settings set = test_settings("expiry");
+	struct loopguard_db *db = test_open(&set);
+	struct test_set_context ctx;
+	const char *error, *payload;
+	unsigned int i, purged, count;
+
+	test_begin("loopguard db expiry, sweep and purge");
+	test_assert(test_put(db, "", "a", "A", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	/* invisible from its expiry on */
+	test_assert(test_get(db, "", "a", TEST_NOW + 99, &payload) == 1);
+	test_assert(test_get(db, "", "a", TEST_NOW + 100, &payload) == 0);
+	i_zero(&ctx);
+	ctx.payload = "";
+	ctx.store = FALSE;
+	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", "a",
+					TEST_NOW + 200, test_set_callback,
+					&ctx, &error) == 0);
+	test_assert(ctx.called && !ctx.had_old);
+	loopguard_db_close(&db);
+
+	/* the sweep: every update removes a bounded number of expired
+	   records, continuing where the previous one stopped */
+	set = test_settings("sweep");
+	db = test_open(&set);
+	for (i = 0; i < 40; i++) {
+		test_assert(test_put(db, "", t_strdup_printf("old%02u", i),
+				     "o", TEST_NOW, TEST_NOW + 100,
+				     &error) == 0);
+	}
+	test_assert(test_put(db, "", "zkeep", "k", TEST_NOW, TEST_NOW + 10000,
+			     &error) == 0);
+	test_assert(test_count_all(db) == 41);
+	test_assert(test_put(db, "", "other", "c", TEST_NOW + 200,
+			     TEST_NOW + 10000, &error) == 0);
+	count = test_count_all(db);
+	test_assert(count < 42 && count > 2);
+	for (i = 0; i < 4; i++) {
+		test_assert(test_put(db, "", "other", "c", TEST_NOW + 200,
+				     TEST_NOW + 10000, &error) == 0);
+	}
+	test_assert(test_count_all(db) == 2);
+	test_assert(test_get(db, "", "old00", TEST_NOW, &payload) == 0);
+	test_assert(test_get(db, "", "zkeep", TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db);
+
+	/* purge: a full pass */
+	set = test_settings("purge");
+	db = test_open(&set);
+	for (i = 0; i < 600; i++) {
+		test_assert(test_put(db, "", t_strdup_printf("d%03u", i), "d",
+				     TEST_NOW, i % 2 == 0 ? TEST_NOW + 100 :
+				     TEST_NOW + 10000, &error) == 0);
+	}
+	test_assert(loopguard_db_purge(db, TEST_NOW + 200, FALSE, &purged,
+				       &error) == 0);
+	test_assert(purged == 300);
+	test_assert(test_count_all(db) == 300);
+	test_assert(test_get(db, "", "d000", TEST_NOW, &payload) == 0);
+	test_assert(test_get(db, "", "d001", TEST_NOW, &payload) == 1);
+
+	/* purge --all */
+	test_assert(loopguard_db_purge(db, TEST_NOW, TRUE, &purged,
+				       &error) == 0);
+	test_assert(purged == 300);
+	test_assert(test_count_all(db) == 0);
+	/* and the store still works */
+	test_assert(test_put(db, "", "after", "a", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_count_all(db) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+static void test_map_full(void)
+{
+	struct loopguard_db_settings set = test_settings("full");
+	struct loopguard_db *db;
+	const char *error = NULL, *payload;
+	unsigned int i, stored = 0, purged;
+	struct stat st;
+	bool failed = FALSE;
+
+	test_begin("loopguard db map grows up to max_size, then fails");
+	set.max_size = 4 * MiB;
+	db = test_open(&set);
+	/* "e" keys expire at TEST_NOW+100, "l" keys live on. They sort
+	   apart, so that purging the "e" keys frees whole pages. */
+	for (i = 0; i < 20000 && !failed; i++) T_BEGIN {
+		if (test_put_size(db, t_strdup_printf("%c%05u",
+					i % 2 == 0 ? 'e' : 'l', i), 1000,
+				  TEST_NOW, i % 2 == 0 ? TEST_NOW + 100 :
+				  TEST_NOW + 100000, &error) < 0)
+			failed = TRUE;
+		else
+			stored++;
+	} T_END;
+	test_assert(failed);
+	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL &&
+		    test_error_names_path(error, set.path));
+	/* it grew past the 1 MiB start, but not past the cap */
+	test_assert(stored * 1000 > 1 * MiB);
+	test_assert(stat(set.path, &st) == 0 && st.st_size > 2 * MiB &&
+		    st.st_size <= 4 * MiB);
+	/* still full while nothing has expired */
+	test_assert(test_put_size(db, "more", 1000, TEST_NOW, TEST_NOW + 100000,
+				  &error) < 0);
+
+	/* once something expired, a full map purges it and the write
+	   succeeds */
+	test_assert(test_put_size(db, "more", 1000, TEST_NOW + 200,
+				  TEST_NOW + 100000, &error) == 0);
+	test_assert(test_get(db, "", "e00000", TEST_NOW, &payload) == 0);
+	test_assert(test_get(db, "", "l00001", TEST_NOW, &payload) == 1);
+	test_assert(test_count_all(db) == stored / 2 + 1);
+
+	/* fill it up again, then an explicit purge makes room */
+	failed = FALSE;
+	stored = 0;
+	for (i = 0; i < 20000 && !failed; i++) T_BEGIN {
+		if (test_put_size(db, t_strdup_printf("n%05u", i), 1000,
+				  TEST_NOW + 200, TEST_NOW + 300, &error) < 0)
+			failed = TRUE;
+		else
+			stored++;
+	} T_END;
+	test_assert(failed && stored > 100);
+	test_assert(loopguard_db_purge(db, TEST_NOW + 400, FALSE, &purged,
+				       &error) == 0);
+	test_assert(purged > 100);
+	test_assert(test_get(db, "", "n00000", TEST_NOW + 200, &payload) == 0);
+	test_assert(test_put_size(db, "last", 1000, TEST_NOW + 400,
+				  TEST_NOW + 100000, &error) == 0);
+	test_assert(stat(set.path, &st) == 0 && st.st_size <= 4 * MiB);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+static void test_map_resized(void)
+{
+	struct loopguard_db_settings set = test_settings("resized");
+	struct loopguard_db *db = test_open(&set);
+	const char *error, *payload;
+	pid_t pid;
+
+	test_begin("loopguard db adopts a map grown by another process");
+	test_assert(test_put(db, "", "parent", "p", TEST_NOW, TEST_NOW + 1000,
+			     &error) == 0);
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		struct loopguard_db *child_db;
+		unsigned int i;
+		int ret = 0;
+
+		if (loopguard_db_open(&set, &child_db, &error) < 0)
+			_exit(2);
+		/* well past the parent's 1 MiB map */
+		for (i = 0; i < 3000 && ret == 0; i++) T_BEGIN {
+			ret = test_put_size(child_db,
+					    t_strdup_printf("c%05u", i), 1000,
+					    TEST_NOW, TEST_NOW + 1000, &error);
+		} T_END;
+		loopguard_db_close(&child_db);
+		_exit(ret == 0 ? 0 : 3);
+	}
+	test_assert(test_wait_child(pid) == 0);
+	test_assert(test_put(db, "", "parent2", "p", TEST_NOW, TEST_NOW + 1000,
+			     &error) == 0);
+	test_assert(test_get(db, "", "c02999", TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+static void test_corrupt_garbage(void)
+{
+	struct loopguard_db_settings set = test_settings("garbage");
+	struct loopguard_db *db;
+	const char *error, *broken_path, *payload;
+	unsigned char buf[20000];
+	unsigned int i, n;
+	size_t sizes[] = { 20000, 100 };
+	int fd;
+
+	test_begin("loopguard db moves a garbage file aside");
+	broken_path = t_strconcat(set.path, ".broken", NULL);
+	for (n = 0; n < N_ELEMENTS(sizes); n++) {
+		for (i = 0; i < sizeof(buf); i++)
+			buf[i] = (unsigned char)(i * 7 + 13 + i / 251);
+		fd = open(set.path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || write(fd, buf, sizes[n]) != (ssize_t)sizes[n])
+			i_fatal("write(%s) failed: %m", set.path);
+		i_close_fd(&fd);
+
+		error = NULL;
+		test_assert_idx(loopguard_db_open(&set, &db, &error) < 0 &&
+				db == NULL, n);
+		test_assert_idx(test_error_names_path(error, set.path), n);
+		test_assert_idx(test_path_exists(broken_path), n);
+		test_assert_idx(!test_path_exists(set.path), n);
+		test_assert_idx(!test_path_exists(t_strconcat(set.path, "-lock",
+							       NULL)), n);
+
+		/* the next open starts afresh */
+		test_assert_idx(loopguard_db_open(&set, &db, &error) == 0, n);
+		if (db != NULL) {
+			test_assert_idx(test_put(db, "", "k", "v", TEST_NOW,
+						 TEST_NOW + 10, &error) == 0, n);
+			test_assert_idx(test_get(db, "", "k", TEST_NOW,
+						 &payload) == 1, n);
+			loopguard_db_close(&db);
+		}
+		i_unlink(set.path);
+		i_unlink(t_strconcat(set.path, "-lock", NULL));
+	}
+	test_end();
+}
+
+static void test_truncated(void)
+{
+	struct loopguard_db_settings set = test_settings("truncated");
+	struct loopguard_db *db = test_open(&set);
+	const char *error;
+	unsigned int i;
+	struct stat st;
+	pid_t pid;
+
+	test_begin("loopguard db moves a truncated file aside (no SIGBUS)");
+	for (i = 0; i < 500; i++) T_BEGIN {
+		test_assert(test_put_size(db, t_strdup_printf("t%04u", i), 900,
+					  TEST_NOW, TEST_NOW + 1000,
+					  &error) == 0);
+	} T_END;
+	loopguard_db_close(&db);
+	if (stat(set.path, &st) < 0)
+		i_fatal("stat(%s) failed: %m", set.path);
+	test_assert(st.st_size > 400 * 1024);
+	if (truncate(set.path, st.st_size / 2) < 0)
+		i_fatal("truncate(%s) failed: %m", set.path);
+
+	/* in a child: the failure this guards against is a SIGBUS */
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		const char *payload;
+		int ret;
+
+		if (loopguard_db_open(&set, &db, &error) == 0) {
+			/* touch the data, as a delivery would */
+			for (i = 0; i < 500; i++) T_BEGIN {
+				(void)test_get(db, "", t_strdup_printf(
+					"t%04u", i), TEST_NOW, &payload);
+			} T_END;
+			loopguard_db_close(&db);
+			_exit(1);
+		}
+		ret = test_error_names_path(error, set.path) &&
+			strstr(error, "truncated") != NULL ? 0 : 2;
+		_exit(ret);
+	}
+	test_assert(test_wait_child(pid) == 0);
+	if (!test_path_exists(t_strconcat(set.path, ".broken", NULL))) {
+		/* reopening the truncated file would SIGBUS here too */
+		test_assert(FALSE);
+		test_end();
+		return;
+	}
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	if (db != NULL) {
+		test_assert(test_count_all(db) == 0);
+		loopguard_db_close(&db);
+	}
+	test_end();
+}
+
+static int test_open_unwritable_child(const char *path)
+{
+	struct loopguard_db_settings set = test_settings("unused");
+	struct loopguard_db *db;
+	const char *error;
+
+	set.path = path;
+	if (loopguard_db_open(&set, &db, &error) == 0) {
+		loopguard_db_close(&db);
+		return 1;
+	}
+	if (!test_error_names_path(error, path) ||
+	    strstr(error, "Permission denied") == NULL)
+		return 2;
+	return test_path_exists(path) ? 3 : 0;
+}
+
+static void test_unwritable(void)
+{
+	struct loopguard_db_settings set = test_settings("unused");
+	struct loopguard_db *db;
+	const char *error = NULL, *file_path, *dir_path;
+	pid_t pid;
+	int fd;
+
+	test_begin("loopguard db in an unwritable place fails cleanly");
+
+	/* the parent is a regular file: ENOTDIR for everybody, root too */
+	file_path = t_strdup_printf("%s/plainfile", test_dir);
+	fd = open(file_path, O_WRONLY | O_CREAT, 0600);
+	if (fd < 0)
+		i_fatal("open(%s) failed: %m", file_path);
+	i_close_fd(&fd);
+	set.path = t_strdup_printf("%s/store", file_path);
+	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.path) &&
+		    strstr(error, "Not a directory") != NULL);
+
+	/* a directory we may not write into: EACCES. Root ignores the
+	   mode, so then a child drops to nobody first. */
+	dir_path = t_strdup_printf("%s/readonly", test_dir);
+	if (mkdir(dir_path, 0755) < 0)
+		i_fatal("mkdir(%s) failed: %m", dir_path);
+	if (geteuid() != 0 && chmod(dir_path, 0500) < 0)
+		i_fatal("chmod(%s) failed: %m", dir_path);
+	set.path = t_strdup_printf("%s/store", dir_path);
+
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
+			_exit(10);
+		/* make sure the case really is unwritable */
+		if (access(dir_path, W_OK) == 0)
+			_exit(11);
+		_exit(test_open_unwritable_child(set.path));
+	}
+	test_assert(test_wait_child(pid) == 0);
+	(void)chmod(dir_path, 0700);
+	test_end();
+}
+
+static void test_long_key(void)
+{
+	struct loopguard_db_settings set = test_settings("longkey");
+	struct loopguard_db *db = test_open(&set);
+	struct loopguard_db_record record;
+	struct test_count_context ctx;
+	const char *error, *payload;
+	char *key1, *key2;
+
+	test_begin("loopguard db hashes a 2000-byte key, keeps it readable");
+	key1 = t_malloc0(2001);
+	memset(key1, 'k', 2000);
+	key2 = t_strdup_noconst(key1);
+	key2[1999] = 'z';
+
+	test_assert(test_put(db, "h", key1, "one", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_put(db, "h", key2, "two", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_get(db, "h", key1, TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "one") == 0);
+	test_assert(test_get(db, "h", key2, TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "two") == 0);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "h", key1,
+					TEST_NOW, pool_datastack_create(),
+					&record, &error) == 1);
+	test_assert(record.key != NULL && strlen(record.key) == 2000 &&
+		    strcmp(record.key, key1) == 0);
+
+	i_zero(&ctx);
+	ctx.expect_key = key2;
+	test_assert(loopguard_db_iterate(db, TEST_NOW, test_count_callback,
+					 &ctx, &error) == 0);
+	test_assert(ctx.count == 2 && ctx.found_key);
+
+	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, "h", key1,
+					&error) == 1);
+	test_assert(test_get(db, "h", key2, TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* Rewrites a byte of every stored copy of the record whose handle is
+   handle, at offset from the start of the value. */
+static unsigned int
+test_patch_value(const char *path, const char *handle, int offset,
+		 const unsigned char *bytes, size_t size)
+{
+	size_t handle_len = strlen(handle), pos, len;
+	unsigned char *data;
+	unsigned int patched = 0;
+	struct stat st;
+	int fd;
+
+	fd = open(path, O_RDWR);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		i_fatal("open(%s) failed: %m", path);
+	len = st.st_size;
+	data = i_malloc(len);
+	if (pread(fd, data, len, 0) != (ssize_t)len)
+		i_fatal("read(%s) failed: %m", path);
+	for (pos = 11; pos + handle_len <= len; pos++) {
+		/* handle length (2 bytes BE), then the handle */
+		if (memcmp(data + pos, handle, handle_len) != 0 ||
+		    data[pos - 2] != 0 || data[pos - 1] != handle_len ||
+		    data[pos - 11] != 1)
+			continue;
+		if (pwrite(fd, bytes, size, pos - 11 + offset) != (ssize_t)size)
+			i_fatal("pwrite(%s) failed: %m", path);
+		patched++;
+	}
+	i_free(data);
+	i_close_fd(&fd);
+	return patched;
+}
+
+static void test_wrong_version(void)
+{
+	struct loopguard_db_settings set = test_settings("version");
+	struct loopguard_db *db = test_open(&set);
+	struct test_set_context ctx;
+	const unsigned char version = 2;
+	const unsigned char huge_len[4] = { 0x7f, 0xff, 0xff, 0xff };
+	const char *handle = "versiontest-handle";
+	const char *handle2 = "sizetest-handle";
+	const char *error, *payload;
+
+	test_begin("loopguard db treats an unreadable value as absent");
+	test_assert(test_put(db, handle, "k", "old", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_put(db, handle2, "k", "old", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	loopguard_db_close(&db);
+	test_assert(test_patch_value(set.path, handle, 0, &version, 1) > 0);
+	/* the key length field follows the handle */
+	test_assert(test_patch_value(set.path, handle2,
+				     11 + strlen(handle2), huge_len, 4) > 0);
+
+	db = test_open(&set);
+	test_expect_error_string("unknown version 2");
+	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 0);
+	test_expect_no_more_errors();
+	test_expect_error_string("key length exceeds");
+	test_assert(test_get(db, handle2, "k", TEST_NOW, &payload) == 0);
+	test_expect_no_more_errors();
+
+	/* the update callback gets NULL and may store afresh */
+	i_zero(&ctx);
+	ctx.payload = "new";
+	ctx.payload_size = 3;
+	ctx.expires = TEST_NOW + 100;
+	ctx.store = TRUE;
+	/* "unknown version 2" from the lookup, then the sweep in the same
+	   update drops the other unreadable record */
+	test_expect_error_string_n_times("unreadable", 2);
+	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle,
+					"k", TEST_NOW, test_set_callback,
+					&ctx, &error) == 0);
+	test_expect_no_more_errors();
+	test_assert(ctx.called && !ctx.had_old);
+	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "new") == 0);
+	test_assert(test_count_all(db) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+struct test_log_context {
+	unsigned int count;
+	time_t times[16];
+	bool fields_ok;
+};
+
+static int
+test_log_callback(const struct loopguard_db_event *event, void *context)
+{
+	struct test_log_context *ctx = context;
+
+	if (ctx->count < N_ELEMENTS(ctx->times))
+		ctx->times[ctx->count] = event->time;
+	ctx->count++;
+	ctx->fields_ok = strcmp(event->test, "looptest") == 0 &&
+		strcmp(event->handle, "h\tx") == 0 &&
+		strcmp(event->key, "a\nb\001c") == 0 &&
+		strcmp(event->reasons, "hops marker") == 0 &&
+		strcmp(event->message_id, "") == 0 &&
+		event->count == 3 && event->window == 3600 &&
+		event->locked_until == TEST_NOW + 60;
+	return 0;
+}
+
+static void test_log(void)
+{
+	struct loopguard_db_settings set = test_settings("log");
+	struct loopguard_db *db;
+	struct loopguard_db_event event;
+	struct test_log_context ctx;
+	const char *error;
+	unsigned int i;
+
+	test_begin("loopguard db capped log");
+	set.log_size = 5;
+	db = test_open(&set);
+	i_zero(&event);
+	event.test = "looptest";
+	event.handle = "h\tx";
+	event.key = "a\nb\001c";
+	event.reasons = "hops marker";
+	event.message_id = NULL;
+	event.count = 3;
+	event.window = 3600;
+	event.locked_until = TEST_NOW + 60;
+	for (i = 0; i < 8; i++) {
+		event.time = TEST_NOW + i;
+		test_assert(loopguard_db_log_append(db, &event, &error) == 0);
+	}
+	i_zero(&ctx);
+	test_assert(loopguard_db_log_iterate(db, 0, test_log_callback, &ctx,
+					     &error) == 0);
+	test_assert(ctx.count == 5 && ctx.fields_ok);
+	for (i = 0; i < 5 && i < ctx.count; i++)
+		test_assert_idx(ctx.times[i] == TEST_NOW + 3 + i, i);
+
+	i_zero(&ctx);
+	test_assert(loopguard_db_log_iterate(db, TEST_NOW + 5,
+					     test_log_callback, &ctx,
+					     &error) == 0);
+	test_assert(ctx.count == 3 && ctx.times[0] == TEST_NOW + 5);
+	loopguard_db_close(&db);
+
+	/* log_size 0 keeps nothing, and trims what is there */
+	set.log_size = 0;
+	db = test_open(&set);
+	test_assert(loopguard_db_log_append(db, &event, &error) == 0);
+	i_zero(&ctx);
+	test_assert(loopguard_db_log_iterate(db, 0, test_log_callback, &ctx,
+					     &error) == 0);
+	test_assert(ctx.count == 0);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+static void test_shared_env(void)
+{
+	struct loopguard_db_settings set = test_settings("shared");
+	struct loopguard_db *db1, *db2;
+	const char *error, *payload, *lock_path;
+	pid_t pid;
+
+	test_begin("loopguard db shares one env per path in a process");
+	db1 = test_open(&set);
+	db2 = test_open(&set);
+	test_assert(db1 != db2);
+	test_assert(test_put(db1, "", "one", "1", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_get(db2, "", "one", TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db1);
+
+	/* With two MDB_envs in one process, closing one would drop the
+	   process's fcntl() lock on the lock file, and another process
+	   could then take it over and reset it under us. */
+	lock_path = t_strconcat(set.path, "-lock", NULL);
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		struct flock fl;
+		int fd = open(lock_path, O_RDWR);
+
+		i_zero(&fl);
+		fl.l_type = F_WRLCK;
+		fl.l_whence = SEEK_SET;
+		fl.l_start = 0;
+		fl.l_len = 1;
+		if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0)
+			_exit(2);
+		_exit(fl.l_type == F_UNLCK ? 1 : 0);
+	}
+	test_assert(test_wait_child(pid) == 0);
+
+	test_assert(test_put(db2, "", "two", "2", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_get(db2, "", "one", TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db2);
+	test_end();
+}
+
+static bool
+test_counter_callback(const struct loopguard_db_record *old, time_t now,
+		      buffer_t *new_payload, time_t *expires_r,
+		      void *context ATTR_UNUSED)
+{
+	uint32_t counter = 0;
+
+	if (old != NULL && old->payload_size == sizeof(counter))
+		memcpy(&counter, old->payload, sizeof(counter));
+	counter++;
+	buffer_append(new_payload, &counter, sizeof(counter));
+	*expires_r = now + 1000;
+	return TRUE;
+}
+
+#define TEST_CHILDREN 8
+#define TEST_CHILD_UPDATES 200
+
+static void test_concurrency(void)
+{
+	struct loopguard_db_settings set = test_settings("concurrency");
+	struct loopguard_db *db = test_open(&set);
+	struct loopguard_db_record record;
+	const char *error;
+	pid_t pids[TEST_CHILDREN];
+	uint32_t counter = 0;
+	unsigned int i;
+
+	test_begin("loopguard db serializes concurrent updates exactly");
+	for (i = 0; i < TEST_CHILDREN; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0)
+			i_fatal("fork() failed: %m");
+		if (pids[i] == 0) {
+			struct loopguard_db *child_db;
+			unsigned int j;
+
+			/* the handle from before the fork is refused */
+			if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE,
+						"", "counter", TEST_NOW,
+						test_counter_callback, NULL,
+						&error) == 0 ||
+			    strstr(error, "fork") == NULL)
+				_exit(2);
+			if (loopguard_db_open(&set, &child_db, &error) < 0)
+				_exit(3);
+			for (j = 0; j < TEST_CHILD_UPDATES; j++) {
+				if (loopguard_db_update(child_db,
+						LOOPGUARD_DB_KIND_RATE, "",
+						"counter", TEST_NOW,
+						test_counter_callback, NULL,
+						&error) < 0)
+					_exit(4);
+			}
+			loopguard_db_close(&child_db);
+			/* the inherited one is only forgotten */
+			loopguard_db_close(&db);
+			_exit(0);
+		}
+	}
+	for (i = 0; i < TEST_CHILDREN; i++)
+		test_assert_idx(test_wait_child(pids[i]) == 0, i);
+
+	/* the parent's handle is unharmed by the children */
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+					"counter", TEST_NOW,
+					pool_datastack_create(), &record,
+					&error) == 1);
+	if (record.payload_size == sizeof(counter))
+		memcpy(&counter, record.payload, sizeof(counter));
+	test_assert(counter == TEST_CHILDREN * TEST_CHILD_UPDATES);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* Runs last inside test_run(), while the library is still initialized. */
+static void test_remove_dir(void)
+{
+	const char *error;
+
+	if (unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR,
+			     &error) < 0)
+		i_error("%s", error);
+}
+
+int main(void)
+{
+	static void (*const test_functions[])(void) = {
+		test_open_creates_0600,
+		test_roundtrip,
+		test_expiry,
+		test_map_full,
+		test_map_resized,
+		test_corrupt_garbage,
+		test_truncated,
+		test_unwritable,
+		test_long_key,
+		test_wrong_version,
+		test_log,
+		test_shared_env,
+		test_concurrency,
+		test_remove_dir,
+		NULL
+	};
+	char template[] = "/tmp/test-loopguard-db.XXXXXX";
+
+	if (mkdtemp(template) == NULL) {
+		fprintf(stderr, "mkdtemp() failed: %m\n");
+		return 1;
+	}
+	/* the unwritable test's child runs as nobody and must reach it */
+	(void)chmod(template, 0755);
+	test_dir = template;
+	return test_run(test_functions);
+}

@@ -1,0 +1,290 @@
+/* Unit tests of ratelimit's window arithmetic and key derivation. */
+
+#include "lib.h"
+#include "buffer.h"
+#include "test-common.h"
+
+#include "ratelimit-window.h"
+#include "ratelimit-key.h"
+
+/* The stored payload of one key, carried from call to call as the store
+   would. */
+struct window {
+	buffer_t *payload;
+	time_t expires;
+};
+
+static void window_init(struct window *w)
+{
+	w->payload = buffer_create_dynamic(default_pool, 256);
+	w->expires = 0;
+}
+
+static void window_deinit(struct window *w)
+{
+	buffer_free(&w->payload);
+}
+
+static void message_hash(unsigned int n, unsigned char hash_r[])
+{
+	memset(hash_r, 0, RATELIMIT_MESSAGE_HASH_SIZE);
+	memcpy(hash_r, &n, sizeof(n));
+}
+
+/* Evaluates message n at time now; stores the new payload like the store
+   does (an expired payload is not handed back). */
+static struct ratelimit_result
+window_eval(struct window *w, const struct ratelimit_params *params,
+	    time_t now, unsigned int n, bool update)
+{
+	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	struct ratelimit_result result;
+	buffer_t *new_payload = t_buffer_create(256);
+	bool live = w->payload->used > 0 && w->expires > now;
+	time_t expires;
+
+	message_hash(n, hash);
+	if (ratelimit_window_apply(live ? w->payload->data : NULL,
+				   live ? w->payload->used : 0, params, now,
+				   hash, update, new_payload, &expires,
+				   &result)) {
+		buffer_set_used_size(w->payload, 0);
+		buffer_append_buf(w->payload, new_payload, 0, SIZE_MAX);
+		w->expires = expires;
+	}
+	return result;
+}
+
+static void test_window_exact(void)
+{
+	struct ratelimit_params params = { .count = 3, .period = 100 };
+	struct window w;
+	unsigned int i;
+
+	test_begin("window: N pass, N+1th within the window is true");
+	window_init(&w);
+	for (i = 0; i < 3; i++)
+		test_assert_idx(!window_eval(&w, &params, 1000 + i, i,
+					     TRUE).exceeded, i);
+	test_assert(window_eval(&w, &params, 1050, 3, TRUE).exceeded);
+	/* message 0 (t=1000) leaves the window at t=1100, but 1, 2 and the
+	   over-limit message 3 are still in: strict counting */
+	test_assert(window_eval(&w, &params, 1100, 4, TRUE).exceeded);
+	/* at 1151 only message 4 (t=1100) is left in the window */
+	test_assert(!window_eval(&w, &params, 1151, 5, TRUE).exceeded);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_sliding_not_bucket(void)
+{
+	struct ratelimit_params params = { .count = 2, .period = 60 };
+	struct window w;
+
+	test_begin("window: sliding, not a fixed bucket");
+	window_init(&w);
+	test_assert(!window_eval(&w, &params, 50, 1, TRUE).exceeded);
+	test_assert(!window_eval(&w, &params, 59, 2, TRUE).exceeded);
+	/* a fixed minute bucket would reset at 60; the window does not */
+	test_assert(window_eval(&w, &params, 61, 3, TRUE).exceeded);
+	/* at 110 the first (50) has left, 59, 61 and this one remain */
+	test_assert(window_eval(&w, &params, 110, 4, TRUE).exceeded);
+	/* at 125 only the stamps of 110 and 125 are within 60 seconds */
+	test_assert(!window_eval(&w, &params, 125, 5, TRUE).exceeded);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_count_zero(void)
+{
+	struct ratelimit_params params = { .count = 0, .period = 60 };
+	struct window w;
+	unsigned int i;
+
+	test_begin("window: count 0 is off and records nothing");
+	window_init(&w);
+	for (i = 0; i < 5; i++)
+		test_assert(!window_eval(&w, &params, 10, i, TRUE).exceeded);
+	test_assert(w.payload->used == 0);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_lock(void)
+{
+	struct ratelimit_params params = { .count = 1, .period = 10,
+					   .lock = 100 };
+	struct ratelimit_result result;
+	struct window w;
+
+	test_begin("window: lock holds after the rate drops");
+	window_init(&w);
+	test_assert(!window_eval(&w, &params, 1000, 1, TRUE).exceeded);
+	result = window_eval(&w, &params, 1001, 2, TRUE);
+	test_assert(result.exceeded);
+	test_assert(result.locked_until == 1101);
+	/* the rate is fine again, but the key is locked */
+	result = window_eval(&w, &params, 1050, 3, TRUE);
+	test_assert(result.exceeded);
+	test_assert(result.locked_until == 1101);
+	/* released afterwards */
+	test_assert(!window_eval(&w, &params, 1102, 4, TRUE).exceeded);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_noupdate(void)
+{
+	struct ratelimit_params params = { .count = 2, .period = 100 };
+	struct window w;
+	size_t used;
+
+	test_begin("window: noupdate records nothing");
+	window_init(&w);
+	test_assert(!window_eval(&w, &params, 10, 1, TRUE).exceeded);
+	used = w.payload->used;
+	test_assert(!window_eval(&w, &params, 11, 2, FALSE).exceeded);
+	test_assert(!window_eval(&w, &params, 11, 3, FALSE).exceeded);
+	test_assert(w.payload->used == used);
+	test_assert(!window_eval(&w, &params, 12, 4, TRUE).exceeded);
+	/* a third message would exceed */
+	test_assert(window_eval(&w, &params, 13, 5, FALSE).exceeded);
+	test_assert(!window_eval(&w, &params, 13, 5, FALSE).already_counted);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_once_per_message(void)
+{
+	struct ratelimit_params params = { .count = 1, .period = 100 };
+	struct ratelimit_result result;
+	struct window w;
+
+	test_begin("window: a message is counted once");
+	window_init(&w);
+	test_assert(!window_eval(&w, &params, 10, 7, TRUE).exceeded);
+	result = window_eval(&w, &params, 11, 7, TRUE);
+	test_assert(!result.exceeded);
+	test_assert(result.already_counted);
+	test_assert(result.count_in_window == 1);
+	test_assert(window_eval(&w, &params, 12, 8, TRUE).exceeded);
+	/* the over-limit answer is repeated too */
+	result = window_eval(&w, &params, 13, 8, TRUE);
+	test_assert(result.exceeded && result.already_counted);
+	/* and the first message keeps its answer */
+	test_assert(!window_eval(&w, &params, 14, 7, TRUE).exceeded);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_bounded(void)
+{
+	struct ratelimit_params params = { .count = 5, .period = 1000 };
+	struct ratelimit_state state;
+	struct window w;
+	unsigned int i;
+
+	test_begin("window: at most count+1 stamps are stored");
+	window_init(&w);
+	for (i = 0; i < 500; i++)
+		(void)window_eval(&w, &params, 100 + i, i, TRUE);
+	test_assert(ratelimit_window_decode(w.payload->data, w.payload->used,
+					    600, &state));
+	test_assert(state.count_in_window == params.count + 1);
+	test_assert(state.last_seen == 599);
+	test_assert(state.count == 5 && state.period == 1000);
+	/* the payload expires with the window */
+	test_assert(w.expires == 599 + 1000);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_decode_invalid(void)
+{
+	static const unsigned char garbage[] = { 9, 1, 2, 3 };
+	struct ratelimit_state state;
+	struct ratelimit_params params = { .count = 1, .period = 10 };
+	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	struct ratelimit_result result;
+	buffer_t *payload = t_buffer_create(64);
+	time_t expires;
+
+	test_begin("window: a payload of the wrong version is not trusted");
+	test_assert(!ratelimit_window_decode(garbage, sizeof(garbage), 0,
+					     &state));
+	test_assert(!ratelimit_window_decode(NULL, 0, 0, &state));
+	message_hash(1, hash);
+	test_assert(ratelimit_window_apply(garbage, sizeof(garbage), &params,
+					   5, hash, TRUE, payload, &expires,
+					   &result));
+	test_assert(!result.exceeded && result.count_in_window == 1);
+	test_end();
+}
+
+static void test_key_default(void)
+{
+	test_begin("key: default is the sender, else From, lower-cased");
+	test_assert_strcmp(ratelimit_key_default("Bob@Example.COM",
+						 "x@y.z"),
+			   "bob@example.com");
+	test_assert_strcmp(ratelimit_key_default("", "Alice@Example.com"),
+			   "alice@example.com");
+	test_assert_strcmp(ratelimit_key_default(NULL, "a@b.c"), "a@b.c");
+	test_assert(ratelimit_key_default("", NULL) == NULL);
+	test_assert(ratelimit_key_default(NULL, "") == NULL);
+	test_end();
+}
+
+static void test_key_thread(void)
+{
+	test_begin("key: thread identity");
+	test_assert_strcmp(ratelimit_key_thread(
+		"<root@x> <mid@x>", "<parent@x>", "<own@x>", "Re: Hi"),
+		"<root@x>");
+	test_assert_strcmp(ratelimit_key_thread(
+		NULL, "<parent@x>", "<own@x>", "Re: Hi"), "<parent@x>");
+	test_assert_strcmp(ratelimit_key_thread(
+		"", "garbage", "<own@x>", "Re: Hi"), "<own@x>");
+	test_assert_strcmp(ratelimit_key_thread(
+		NULL, NULL, NULL, "Re: AW: Fwd:  Printer   broken"),
+		"printer broken");
+	test_assert(ratelimit_key_thread(NULL, NULL, NULL, NULL) == NULL);
+	test_assert(ratelimit_key_thread(NULL, NULL, NULL, "Re:  ") == NULL);
+	test_end();
+}
+
+static void test_key_subject(void)
+{
+	test_begin("key: subject prefixes");
+	test_assert_strcmp(ratelimit_key_normalize_subject("Re[2]: SV: x"),
+			   "x");
+	test_assert_strcmp(ratelimit_key_normalize_subject(
+		"Auto: Out of office"), "out of office");
+	test_assert_strcmp(ratelimit_key_normalize_subject("RE : WG: y"),
+			   "y");
+	/* a word that merely starts like a prefix stays */
+	test_assert_strcmp(ratelimit_key_normalize_subject("Report: z"),
+			   "report: z");
+	test_assert_strcmp(ratelimit_key_normalize_subject("Re-done"),
+			   "re-done");
+	test_end();
+}
+
+int main(void)
+{
+	static void (*const test_functions[])(void) = {
+		test_window_exact,
+		test_window_sliding_not_bucket,
+		test_window_count_zero,
+		test_window_lock,
+		test_window_noupdate,
+		test_window_once_per_message,
+		test_window_bounded,
+		test_window_decode_invalid,
+		test_key_default,
+		test_key_thread,
+		test_key_subject,
+		NULL
+	};
+	return test_run(test_functions);
+}
