@@ -858,6 +858,8 @@ static void looptest_finish_top_header(struct looptest_eval *ev)
 	const char *local, *address;
 	unsigned int i;
 
+	/* A threshold of 0 would fire on every message, which a bare
+	   "if looptest { discard; }" must never do: it turns hops off. */
 	if ((ev->checks & LOOPTEST_BIT(HOPS)) != 0 &&
 	    ev->envelope->hops_threshold > 0 &&
 	    ev->received_count >= ev->envelope->hops_threshold)
