@@ -18,7 +18,8 @@ struct loopguard_db_settings {
 	const char *path;
 	/* The map starts small and grows up to this many bytes. */
 	uoff_t max_size;
-	/* FALSE: commits are not fsynced (MDB_NOSYNC); never MDB_NOLOCK. */
+	/* FALSE: the meta page is not fsynced (MDB_NOMETASYNC), so a system
+	   crash may lose the last commit but never corrupts the file. */
 	bool sync;
 	/* Events kept in the capped log (0 keeps none). */
 	unsigned int log_size;
@@ -38,13 +39,17 @@ struct loopguard_db_record {
 /* Called inside the write transaction with the current record, or NULL when
    there is none (absent, expired, or of an unknown version). Returns TRUE to
    store new_payload with *expires_r, FALSE to leave the store unchanged.
-   Setting *expires_r <= now deletes the record. */
+   Setting *expires_r <= now deletes the record. The callback may be called
+   again when the transaction is retried (a full or resized map), so it must
+   not keep state across calls, and it must not call back into the store. */
 typedef bool
 loopguard_db_update_callback_t(const struct loopguard_db_record *old,
 			       time_t now, buffer_t *new_payload,
 			       time_t *expires_r, void *context);
 
-/* Returns 0 to go on, -1 to stop iterating. */
+/* Returns 0 to go on, -1 to stop iterating. The record is valid only during
+   the call, which runs inside T_BEGIN/T_END in a read transaction: copy what
+   is kept, and do not write to the store from here. */
 typedef int
 loopguard_db_iterate_callback_t(const struct loopguard_db_record *record,
 				void *context);
@@ -63,6 +68,7 @@ struct loopguard_db_event {
 	time_t locked_until;
 };
 
+/* The same rules as for loopguard_db_iterate_callback_t apply. */
 typedef int
 loopguard_db_log_callback_t(const struct loopguard_db_event *event,
 			    void *context);
