@@ -44,7 +44,7 @@ struct loopguard_settings {
 #define LOOPGUARD_DEFAULT_LOG_SIZE 1000
 
 /* The smallest map that still holds LMDB's meta pages and a few records. */
-#define LOOPGUARD_MIN_DB_MAX_SIZE (64 * 1024)
+#define LOOPGUARD_MIN_DB_MAX_SIZE (128 * 1024)
 
 /* Fills set with the configured values; an invalid value logs a warning and
    leaves the default in place. Strings are allocated from pool. */
