@@ -1265,17 +1265,20 @@ int loopguard_db_purge(struct loopguard_db *db, time_t now, bool all,
 	return 0;
 }
 
-/* The callback runs inside a read transaction and a T_BEGIN/T_END of its
-   own: the record's strings and payload are valid only during the call, so
-   whatever it keeps goes to a pool that is not the data stack. It must not
-   write to the store (growing the map needs all transactions closed). */
-int loopguard_db_iterate(struct loopguard_db *db, time_t now,
-			 loopguard_db_iterate_callback_t *callback,
-			 void *context, const char **error_r)
+/* Visits one entry of a scan; returns FALSE to stop. Runs inside
+   T_BEGIN/T_END. */
+typedef bool
+loopguard_db_scan_visit_t(struct loopguard_db_env *env, const MDB_val *key,
+			  const MDB_val *value, void *context);
+
+/* Walks a named database in key order in one read transaction. */
+static int
+loopguard_db_scan(struct loopguard_db *db, MDB_dbi dbi,
+		  loopguard_db_scan_visit_t *visit, void *context,
+		  const char **error_r)
 {
 	struct loopguard_db_env *env = db->env;
-	struct loopguard_db_record record;
-	const char *func = "mdb_txn_begin", *error;
+	const char *func = "mdb_txn_begin";
 	MDB_cursor *cursor;
 	MDB_txn *txn;
 	MDB_val k, v;
@@ -1289,7 +1292,7 @@ int loopguard_db_iterate(struct loopguard_db *db, time_t now,
 		return -1;
 	}
 	func = "mdb_cursor_open";
-	if ((rc = mdb_cursor_open(txn, env->records_dbi, &cursor)) != 0) {
+	if ((rc = mdb_cursor_open(txn, dbi, &cursor)) != 0) {
 		mdb_txn_abort(txn);
 		*error_r = loopguard_db_failed(env, func, rc);
 		return -1;
@@ -1298,14 +1301,7 @@ int loopguard_db_iterate(struct loopguard_db *db, time_t now,
 	rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
 	while (rc == 0 && !stopped) {
 		T_BEGIN {
-			if (!loopguard_db_record_parse(env, &k, &v, &record,
-						       &error)) {
-				i_warning("loopguard db %s: ignoring "
-					  "unreadable record: %s",
-					  env->path, error);
-			} else if (record.expires > now) {
-				stopped = callback(&record, context) < 0;
-			}
+			stopped = !visit(env, &k, &v, context);
 		} T_END;
 		if (!stopped)
 			rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
@@ -1322,6 +1318,48 @@ int loopguard_db_iterate(struct loopguard_db *db, time_t now,
 		return -1;
 	}
 	return 0;
+}
+
+struct loopguard_db_iterate_context {
+	time_t now;
+	loopguard_db_iterate_callback_t *callback;
+	void *context;
+};
+
+static bool
+loopguard_db_iterate_visit(struct loopguard_db_env *env, const MDB_val *key,
+			   const MDB_val *value, void *context)
+{
+	struct loopguard_db_iterate_context *ictx = context;
+	struct loopguard_db_record record;
+	const char *error;
+
+	if (!loopguard_db_record_parse(env, key, value, &record, &error)) {
+		i_warning("loopguard db %s: ignoring unreadable record: %s",
+			  env->path, error);
+		return TRUE;
+	}
+	if (record.expires <= ictx->now)
+		return TRUE;
+	return ictx->callback(&record, ictx->context) >= 0;
+}
+
+/* The callback runs inside a read transaction and a T_BEGIN/T_END of its
+   own: the record's strings and payload are valid only during the call, so
+   whatever it keeps goes to a pool that is not the data stack. It must not
+   write to the store (growing the map needs all transactions closed). */
+int loopguard_db_iterate(struct loopguard_db *db, time_t now,
+			 loopguard_db_iterate_callback_t *callback,
+			 void *context, const char **error_r)
+{
+	struct loopguard_db_iterate_context ictx = {
+		.now = now,
+		.callback = callback,
+		.context = context,
+	};
+
+	return loopguard_db_scan(db, db->env->records_dbi,
+				 loopguard_db_iterate_visit, &ictx, error_r);
 }
 
 /*
@@ -1474,55 +1512,41 @@ int loopguard_db_log_append(struct loopguard_db *db,
 /* Same rules for the callback as for loopguard_db_iterate(). Entries are
    visited in the order they were appended, which is time order unless the
    clock jumped back. */
+struct loopguard_db_log_iterate_context {
+	time_t since;
+	loopguard_db_log_callback_t *callback;
+	void *context;
+};
+
+static bool
+loopguard_db_log_iterate_visit(struct loopguard_db_env *env,
+			       const MDB_val *key ATTR_UNUSED,
+			       const MDB_val *value, void *context)
+{
+	struct loopguard_db_log_iterate_context *lctx = context;
+	struct loopguard_db_event event;
+
+	if (!loopguard_db_log_event_parse(value, &event)) {
+		i_warning("loopguard db %s: ignoring unreadable log entry",
+			  env->path);
+		return TRUE;
+	}
+	if (event.time < lctx->since)
+		return TRUE;
+	return lctx->callback(&event, lctx->context) >= 0;
+}
+
 int loopguard_db_log_iterate(struct loopguard_db *db, time_t since,
 			     loopguard_db_log_callback_t *callback,
 			     void *context, const char **error_r)
 {
-	struct loopguard_db_env *env = db->env;
-	struct loopguard_db_event event;
-	const char *func = "mdb_txn_begin";
-	MDB_cursor *cursor;
-	MDB_txn *txn;
-	MDB_val k, v;
-	bool stopped = FALSE;
-	int rc;
+	struct loopguard_db_log_iterate_context lctx = {
+		.since = since,
+		.callback = callback,
+		.context = context,
+	};
 
-	if (loopguard_db_check(db, error_r) < 0)
-		return -1;
-	if ((rc = loopguard_db_txn_begin(env, FALSE, &txn)) != 0) {
-		*error_r = loopguard_db_failed(env, func, rc);
-		return -1;
-	}
-	func = "mdb_cursor_open";
-	if ((rc = mdb_cursor_open(txn, env->log_dbi, &cursor)) != 0) {
-		mdb_txn_abort(txn);
-		*error_r = loopguard_db_failed(env, func, rc);
-		return -1;
-	}
-	func = "mdb_cursor_get";
-	rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
-	while (rc == 0 && !stopped) {
-		T_BEGIN {
-			if (!loopguard_db_log_event_parse(&v, &event)) {
-				i_warning("loopguard db %s: ignoring "
-					  "unreadable log entry", env->path);
-			} else if (event.time >= since) {
-				stopped = callback(&event, context) < 0;
-			}
-		} T_END;
-		if (!stopped)
-			rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(cursor);
-	mdb_txn_abort(txn);
-	if (rc != 0 && rc != MDB_NOTFOUND) {
-		*error_r = loopguard_db_failed(env, func, rc);
-		return -1;
-	}
-	if (stopped) {
-		*error_r = t_strdup_printf("loopguard db %s: "
-					   "iteration stopped", env->path);
-		return -1;
-	}
-	return 0;
+	return loopguard_db_scan(db, db->env->log_dbi,
+				 loopguard_db_log_iterate_visit, &lctx,
+				 error_r);
 }

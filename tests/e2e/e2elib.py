@@ -12,6 +12,7 @@ import email.policy
 import email.utils
 import importlib.util
 import itertools
+import json
 import os
 import pwd
 import grp
@@ -35,6 +36,18 @@ _spec.loader.exec_module(lmtp)
 
 DOMAIN = "example.org"
 PLUGIN_SO = "lib90_sieve_loopguard_plugin.so"
+DOVEADM_PLUGIN_SO = "lib10_doveadm_loopguard_plugin.so"
+# doveadm loads plugins only from its compiled-in module directory.  The
+# tests never install there: each doveadm call runs in its own mount
+# namespace (unshare -m) with a private copy of that directory, holding the
+# system's doveadm plugins plus the one from the build tree, bind-mounted
+# over it.
+SYSTEM_DOVEADM_MODULES = "/usr/lib/dovecot/modules/doveadm"
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# The ready-made metric blocks of the documentation; the e2e Dovecot uses
+# them as they are written there (uncommented).
+EXAMPLE_CONFIG = os.path.join(REPO, "doc", "example-config",
+                              "90-sieve-loopguard.conf")
 
 # The error lines that must never show up in the Dovecot log.
 BAD_LOG_RE = re.compile(r"(Error:|Panic|Fatal)")
@@ -62,6 +75,25 @@ def _free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def example_metrics(path=EXAMPLE_CONFIG):
+    """The commented-out `metric` blocks of the example config, uncommented:
+    {name: block text}."""
+    blocks, cur = {}, None
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"^#(metric\s+(\S+)\s*\{.*)$", line.rstrip("\n"))
+            if m:
+                cur = m.group(2)
+                blocks[cur] = [m.group(1)]
+            elif cur is not None and line.startswith("#"):
+                blocks[cur].append(line[1:].rstrip("\n"))
+                if line[1:].strip() == "}":
+                    cur = None
+            else:
+                cur = None
+    return {n: "\n".join(b) + "\n" for n, b in blocks.items()}
 
 
 def find_plugin_dir(builddir):
@@ -109,6 +141,10 @@ class Dovecot:
         self.port = _free_port()
         self.extra_plugin = extra_plugin
         self.host = "127.0.0.1"
+        self.metrics = example_metrics()
+        self.doveadm_plugin = os.path.join(self.builddir, "src", "doveadm",
+                                           ".libs", DOVEADM_PLUGIN_SO)
+        self.doveadm_modules = os.path.join(self.workdir, "doveadm-modules")
         self._setup()
 
     # -- setup ---------------------------------------------------------
@@ -176,10 +212,19 @@ plugin {{
   sieve_plugin_dir = {plugin_dir}
   sieve_plugins = sieve_loopguard
 {extra}}}
-""".format(port=self.port, base_dir=self.base_dir, workdir=self.workdir,
+
+# doveadm re-executes itself through doveconf, which clears the environment
+# down to import_environment: keep libfaketime's variables, so that the
+# tests can move doveadm's clock (nothing else here ever sets them).
+import_environment = $import_environment LD_PRELOAD FAKETIME
+
+# The metric blocks of {example_config}, verbatim:
+{metrics}""".format(port=self.port, base_dir=self.base_dir, workdir=self.workdir,
            log=self.log_path, domain=DOMAIN, uid=self.uid, gid=self.gid,
            sendmail=self.sendmail, homes=self.home_root,
-           plugin_dir=self.plugin_dir, extra=self.extra_plugin)
+           plugin_dir=self.plugin_dir, extra=self.extra_plugin,
+           example_config=os.path.relpath(EXAMPLE_CONFIG, REPO),
+           metrics="".join(self.metrics[n] for n in sorted(self.metrics)))
 
     # -- lifecycle -----------------------------------------------------
 
@@ -252,6 +297,87 @@ plugin {{
         with open(self.log_path, "rb") as f:
             f.seek(since)
             return f.read().decode("utf-8", "replace").splitlines()
+
+    # -- doveadm --------------------------------------------------------
+
+    def _doveadm_modules(self):
+        """Fills the private doveadm module directory (once): copies, not
+        symlinks, of the system's doveadm plugins plus the build tree's."""
+        if os.path.isdir(self.doveadm_modules):
+            return
+        check(os.path.isfile(self.doveadm_plugin),
+              "%s not found (build first: make -C %s)"
+              % (self.doveadm_plugin, self.builddir))
+        check(os.path.isdir(SYSTEM_DOVEADM_MODULES),
+              "%s: no such directory" % SYSTEM_DOVEADM_MODULES)
+        check(shutil.which("unshare") is not None, "unshare not found")
+        tmp = self.doveadm_modules + ".tmp"
+        os.makedirs(tmp)
+        for n in sorted(os.listdir(SYSTEM_DOVEADM_MODULES)):
+            if n.endswith(".so") and n != DOVEADM_PLUGIN_SO:
+                shutil.copyfile(os.path.join(SYSTEM_DOVEADM_MODULES, n),
+                                os.path.join(tmp, n))
+        shutil.copyfile(self.doveadm_plugin,
+                        os.path.join(tmp, DOVEADM_PLUGIN_SO))
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, self.doveadm_modules)
+
+    def doveadm(self, args, faketime=None, plugin=True, timeout=60):
+        """Runs `doveadm -c <our config> ARGS` -> (exit code, stdout,
+        stderr).  plugin=True: in a private mount namespace where the
+        doveadm module directory holds our plugin.  faketime ("+2d"): with
+        doveadm's clock shifted by libfaketime (doveadm only; Dovecot's own
+        processes keep the real time)."""
+        cmd = ["doveadm", "-c", self.conf_path] + list(args)
+        if plugin:
+            self._doveadm_modules()
+            cmd = ["unshare", "-m", "sh", "-c",
+                   'mount --bind "$0" %s && exec "$@"'
+                   % SYSTEM_DOVEADM_MODULES, self.doveadm_modules] + cmd
+        env = dict(os.environ)
+        for k in ("LD_PRELOAD", "FAKETIME"):
+            env.pop(k, None)
+        if faketime is not None:
+            check(os.path.isfile(FAKETIME_LIB),
+                  "%s not found (install libfaketime)" % FAKETIME_LIB)
+            env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=faketime)
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=env, timeout=timeout)
+        return (r.returncode, r.stdout.decode("utf-8", "replace"),
+                r.stderr.decode("utf-8", "replace"))
+
+    def loopguard(self, command, user, *args, faketime=None, fmt="json"):
+        """doveadm -f FMT loopguard COMMAND -u USER ARGS -> (exit code,
+        parsed JSON (or the text with fmt other than json; None when the
+        output is no JSON), stderr)."""
+        address = user if isinstance(user, str) else user.address
+        rc, out, err = self.doveadm(["-f", fmt, "loopguard", command,
+                                     "-u", address] + list(args),
+                                    faketime=faketime)
+        if fmt != "json":
+            return rc, out, err
+        try:
+            data = json.loads(out) if out.strip() else None
+        except ValueError:
+            data = None
+        return rc, data, err
+
+    def stats(self):
+        """`doveadm stats dump` -> {metric name: count}.  The count column
+        is found by its header, not by position."""
+        rc, out, err = self.doveadm(["stats", "dump"], plugin=False)
+        check(rc == 0, "doveadm stats dump exited %d: %s" % (rc, err.strip()))
+        lines = out.splitlines()
+        check(lines and "count" in lines[0].split("\t"),
+              "doveadm stats dump: no header with a count column: %r"
+              % lines[:1])
+        col = lines[0].split("\t").index("count")
+        out = {}
+        for line in lines[1:]:
+            f = line.split("\t")
+            out[f[0]] = int(f[col])
+        return out
 
     # -- captures ------------------------------------------------------
 
