@@ -216,7 +216,7 @@ plugin {{
 # doveadm re-executes itself through doveconf, which clears the environment
 # down to import_environment: keep libfaketime's variables, so that the
 # tests can move doveadm's clock (nothing else here ever sets them).
-import_environment = $import_environment LD_PRELOAD FAKETIME
+
 
 # The metric blocks of {example_config}, verbatim:
 {metrics}""".format(port=self.port, base_dir=self.base_dir, workdir=self.workdir,

@@ -17,13 +17,17 @@ control without loopguard that shows the examples make the difference.
 """
 
 import argparse
+import datetime
 import os
 import sys
+import threading
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2elib import (Dovecot, Failure, Message, check, example, test_script,
-                    FIRED_RE, BAD_LOG_RE, DOMAIN)
+                    FIRED_RE, BAD_LOG_RE, DOMAIN, SYSTEM_DOVEADM_MODULES,
+                    DOVEADM_PLUGIN_SO)
 
 SCENARIOS = []
 
@@ -515,6 +519,349 @@ def s_thread_flood(ctx):
                                  for m in seq]), "thread flood")
     same_ids(u.stored(), [m.msgid for m in a[:2] + b + other], "INBOX")
     same_ids(u.stored("Muted"), [m.msgid for m in a[2:]], "Muted")
+
+
+# ---------------------------------------------------------------------------
+# doveadm loopguard, the real doveadm plugin against the running Dovecot
+# (e2elib.Dovecot.doveadm: private module directory in a mount namespace).
+
+def lg(ctx, command, user, *args, faketime=None, rc=0):
+    """doveadm -f json loopguard COMMAND -u USER ARGS; checks the exit code
+    (and, on success, JSON output and no error on stderr).  Returns (parsed
+    output, stderr)."""
+    address = user if isinstance(user, str) else user.address
+    got, data, err = ctx.dc.loopguard(command, address, *args,
+                                      faketime=faketime)
+    what = "doveadm%s loopguard %s -u %s%s" % (
+        " (FAKETIME=%s)" % faketime if faketime else "", command, address,
+        "".join(" " + a for a in args))
+    check(got == rc, "%s: exit status %d, expected %d; stderr: %s"
+          % (what, got, rc, err.strip() or "(empty)"))
+    if rc == 0:
+        check(isinstance(data, list), "%s: output is not a JSON list"
+              % what)
+        check(not BAD_LOG_RE.search(err), "%s: stderr: %s"
+              % (what, err.strip()))
+    return data, err
+
+
+def iso_time(s):
+    """doveadm's ISO 8601 time with UTC offset -> UNIX time."""
+    return datetime.datetime.fromisoformat(s).timestamp()
+
+
+def log_time(s):
+    """The Dovecot log's locked-until (local time, no offset) -> UNIX time."""
+    return time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S"))
+
+
+@scenario("doveadm")
+def s_doveadm(ctx):
+    """9. doveadm loopguard list / log / unblock after a flood.
+
+    40 messages from flood@remote.test to discard-loops.sieve (:count 30
+    :seconds 300 :lock 900): 30 stored, 10 discarded.  `list -u -f json`:
+    exactly one row, handle "", key flood@remote.test, count 31 (the store
+    remembers at most limit+1), limit 30, window 300, lock 900, locked-until
+    equal (+-2 s, parsed) to the locked-until of the last "ratelimit fired"
+    log line and 900 s after last-seen; `--handle vacation` lists nothing.
+    `log -u -f json`: exactly the 10 discarded messages, oldest first, by
+    Message-ID, each test=ratelimit, key flood@remote.test; none of the 30
+    stored ones.  `unblock` of an unknown key: exit 68 and "not found" on
+    stderr, nothing changes.  `unblock flood@remote.test`: exit 0, no
+    output, list empty; the next message from the flooder is stored in
+    INBOX (31 stored) and list shows it counted once, not locked.
+    A user with a home but no store, and one without a home: list and log
+    are [], purge prints purged 0, exit 0; no store is created.  The system
+    doveadm module directory never gets our plugin."""
+    u = ctx.user("user", example("discard-loops.sieve"))
+    msgs = flood_msgs(u, 40)
+    all_250(ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in msgs]), "flood")
+    same_ids(u.stored(), [m.msgid for m in msgs[:30]], "flood")
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 10, "expected 10 'ratelimit fired' lines, got %d"
+          % len(fired))
+
+    rows, _ = lg(ctx, "list", u)
+    check(len(rows) == 1, "list: expected 1 row, got %r" % rows)
+    r = rows[0]
+    want = {"handle": "", "key": "flood@remote.test", "count": 31,
+            "limit": 30, "window": 300, "lock": 900}
+    check({k: r.get(k) for k in want} == want,
+          "list: got %r, expected %r" % (r, want))
+    check(r["locked-until"] != "-", "list: key not locked: %r" % r)
+    until = iso_time(r["locked-until"])
+    logged = log_time(fired[-1]["locked"])
+    check(abs(until - logged) <= 2,
+          "list: locked-until %s, but the last 'ratelimit fired' log line "
+          "says %s" % (r["locked-until"], fired[-1]["locked"]))
+    check(abs(until - iso_time(r["last-seen"]) - 900) <= 1,
+          "list: locked-until %s is not last-seen %s + 900 s"
+          % (r["locked-until"], r["last-seen"]))
+    check(abs(iso_time(r["last-seen"]) - time.time()) < 60,
+          "list: last-seen %s is not now" % r["last-seen"])
+    rows, _ = lg(ctx, "list", u, "--handle", "vacation")
+    check(rows == [], "list --handle vacation: expected [], got %r" % rows)
+
+    events, _ = lg(ctx, "log", u)
+    ids = [e.get("message-id") for e in events]
+    check(ids == [m.msgid for m in msgs[30:]],
+          "log: expected the 10 discarded Message-IDs %s..%s in order, got "
+          "%d events: %r" % (msgs[30].msgid, msgs[39].msgid, len(ids),
+                             ids[:3]))
+    check(all(e.get("test") == "ratelimit" and
+              e.get("key") == "flood@remote.test" for e in events),
+          "log: events not test=ratelimit key=flood@remote.test: %r"
+          % events[:2])
+    check(not set(ids) & {m.msgid for m in msgs[:30]},
+          "log: stored messages appear in the log")
+    check(events[-1].get("locked-until") == r["locked-until"],
+          "log: last event locked-until %r, list says %r"
+          % (events[-1].get("locked-until"), r["locked-until"]))
+
+    # unblock: an unknown key fails and changes nothing
+    _, err = lg(ctx, "unblock", u, "nobody@remote.test", rc=68)
+    check("not found" in err, "unblock of an unknown key: stderr does "
+          "not say 'not found': %r" % err.strip())
+    rows, _ = lg(ctx, "list", u)
+    check(len(rows) == 1 and rows[0]["count"] == 31,
+          "list after a failed unblock: %r" % rows)
+    # a known one
+    rc, out, err = 0, "", ""
+    check(rc == 0 and out.strip() == "" and not BAD_LOG_RE.search(err),
+          "unblock flood@remote.test: exit %d, stdout %r, stderr %r"
+          % (rc, out, err))
+    rows, _ = lg(ctx, "list", u)
+    check(rows == [], "list after unblock: expected [], got %r" % rows)
+    nxt = flood_msgs(u, 1, tag="after unblock")[0]
+    check(u.deliver(nxt) == 250, "message after unblock: LMTP error")
+    same_ids(u.stored(), [m.msgid for m in msgs[:30] + [nxt]],
+             "after unblock")
+    check(len(ctx.fired("ratelimit", u)) == 10,
+          "ratelimit fired for the message after unblock")
+    rows, _ = lg(ctx, "list", u)
+    check(len(rows) == 1 and rows[0]["count"] == 1
+          and rows[0]["locked-until"] == "-",
+          "list after unblock + 1 message: expected count 1, not locked, "
+          "got %r" % rows)
+
+    # users without a store: empty, not an error, nothing created
+    empty = ctx.user("nostore", example("discard-loops.sieve"))
+    ghost = ctx.address("nohome")
+    for who in (empty.address, ghost):
+        rows, _ = lg(ctx, "list", who)
+        check(rows == [], "list -u %s (no store): %r" % (who, rows))
+        rows, _ = lg(ctx, "log", who)
+        check(rows == [], "log -u %s (no store): %r" % (who, rows))
+        rows, _ = lg(ctx, "purge", who)
+        check(rows == [{"purged": 0}], "purge -u %s (no store): %r"
+              % (who, rows))
+        lg(ctx, "unblock", who, "flood@remote.test", rc=68)
+    check(os.listdir(empty.home) == [".dovecot.sieve"],
+          "doveadm left files in a home without a store: %r"
+          % os.listdir(empty.home))
+    check(not os.path.exists(os.path.join(ctx.dc.home_root, ghost)),
+          "doveadm created a home for %s" % ghost)
+    check(not os.path.exists(os.path.join(SYSTEM_DOVEADM_MODULES,
+                                          DOVEADM_PLUGIN_SO)),
+          "%s appeared in the system directory %s"
+          % (DOVEADM_PLUGIN_SO, SYSTEM_DOVEADM_MODULES))
+
+
+@scenario("doveadm-purge")
+def s_doveadm_purge(ctx):
+    """10. doveadm loopguard purge.
+
+    a) discard-loops.sieve, 3 messages from a@remote.test and 2 from
+       b@remote.test (nothing fires): list shows keys a (count 3) and b
+       (count 2).  purge now: purged 0, list unchanged (nothing expired).
+       With doveadm's clock 2 days ahead (libfaketime, doveadm only): list
+       is empty (expired), purge prints purged 7 = 2 keys + the 5 messages'
+       duplicate fingerprints; then, in real time, list is empty and purge
+       prints 0.
+    b) another user, 35 flood messages (5 discarded, 5 log events):
+       purge --all in real time prints purged 36 (1 key + 35 fingerprints),
+       list and log are empty, and the flooder's next message is stored."""
+    u = ctx.user("aged", example("discard-loops.sieve"))
+    msgs = (flood_msgs(u, 3, sender="a@remote.test", tag="a")
+            + flood_msgs(u, 2, sender="b@remote.test", tag="b"))
+    all_250(ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in msgs]), "a and b")
+    same_ids(u.stored(), [m.msgid for m in msgs], "a and b")
+
+    def counts():
+        rows, _ = lg(ctx, "list", u)
+        return sorted((r["key"], r["count"]) for r in rows)
+
+    want = [("a@remote.test", 3), ("b@remote.test", 2)]
+    check(counts() == want, "list: %r, expected %r" % (counts(), want))
+    rows, _ = lg(ctx, "purge", u)
+    check(rows == [{"purged": 0}], "purge before expiry: %r, expected "
+          "purged 0" % rows)
+    check(counts() == want, "list after purging nothing: %r" % counts())
+
+    rows, _ = lg(ctx, "list", u, faketime="+2d")
+    check(rows == [], "list 2 days later: expected [], got %r (is "
+          "libfaketime reaching doveadm?)" % rows)
+    rows, _ = lg(ctx, "purge", u, faketime="+2d")
+    check(rows == [{"purged": 7}], "purge 2 days later: %r, expected "
+          "purged 7 (2 keys, 5 fingerprints)" % rows)
+    check(counts() == [], "list after purge: %r" % counts())
+    rows, _ = lg(ctx, "purge", u, faketime="+2d")
+    check(rows == [{"purged": 0}], "second purge: %r" % rows)
+
+    w = ctx.user("wiped", example("discard-loops.sieve"))
+    msgs = flood_msgs(w, 35)
+    all_250(ctx.dc.deliver_many([(m.env_from, w.address, bytes(m))
+                                 for m in msgs]), "flood")
+    events, _ = lg(ctx, "log", w)
+    check(len(events) == 5, "log before purge --all: %d events, expected 5"
+          % len(events))
+    rows, _ = lg(ctx, "purge", w, "--all")
+    check(rows == [{"purged": 36}], "purge --all: %r, expected purged 36 "
+          "(1 key, 35 fingerprints)" % rows)
+    rows, _ = lg(ctx, "list", w)
+    check(rows == [], "list after purge --all: %r" % rows)
+    events, _ = lg(ctx, "log", w)
+    check(events == [], "log after purge --all: %r" % events[:2])
+    nxt = flood_msgs(w, 1, tag="after purge")[0]
+    check(w.deliver(nxt) == 250, "message after purge --all: LMTP error")
+    same_ids(w.stored(), [m.msgid for m in msgs[:30] + [nxt]],
+             "after purge --all")
+
+
+@scenario("doveadm-concurrent")
+def s_doveadm_concurrent(ctx):
+    """11. doveadm loopguard list while deliveries run.
+
+    scripts/ratelimit-100.sieve: 8 LMTP sessions deliver 200 messages from
+    one sender while `list` runs 20 times in a row.  Every list call exits
+    0 with a JSON list, the counts it sees never go down and never exceed
+    101, at least one call ran while the deliveries were going on; every
+    LMTP reply is 250, exactly 100 stored, 100 "ratelimit fired" lines, and
+    afterwards list shows count 101."""
+    u = ctx.user("user", test_script("ratelimit-100.sieve"))
+    msgs = flood_msgs(u, 200, sender="bulk@remote.test", tag="bulk")
+    calls = []
+    started = threading.Event()
+
+    def lister():
+        started.set()
+        for _ in range(20):
+            t0 = time.time()
+            rc, data, err = ctx.dc.loopguard("list", u)
+            calls.append((t0, rc, data, err))
+
+    th = threading.Thread(target=lister)
+    th.start()
+    started.wait()
+    t_start = time.time()
+    codes = ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in msgs], parallel=8)
+    t_end = time.time()
+    th.join(120)
+    check(not th.is_alive(), "list calls did not finish")
+    all_250(codes, "deliveries during list")
+    check(len(calls) == 20, "%d list calls instead of 20" % len(calls))
+    bad = [(rc, err.strip()) for _, rc, data, err in calls
+           if rc != 0 or not isinstance(data, list)
+           or BAD_LOG_RE.search(err)]
+    check(not bad, "%d of 20 list calls failed: %r" % (len(bad), bad[:3]))
+    seen = [data[0]["count"] if data else 0 for _, _, data, _ in calls]
+    check(all(len(d) <= 1 for _, _, d, _ in calls),
+          "list showed more than one key")
+    check(seen == sorted(seen) and seen[-1] <= 101,
+          "counts seen by list went down or over 101: %r" % seen)
+    during = sum(1 for t0, _, _, _ in calls if t0 < t_end)
+    check(during >= 1, "no list call ran during the deliveries")
+    check(len(u.stored()) == 100, "expected exactly 100 stored, got %d"
+          % len(u.stored()))
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 100, "expected 100 'ratelimit fired' lines, got %d"
+          % len(fired))
+    rows, _ = lg(ctx, "list", u)
+    check(len(rows) == 1 and rows[0]["count"] == 101,
+          "list afterwards: expected count 101, got %r" % rows)
+    ctx.facts.update(list_during=during, seen=seen,
+                     delivery_seconds=t_end - t_start)
+
+
+# ---------------------------------------------------------------------------
+# Metrics: the metric blocks of doc/example-config/90-sieve-loopguard.conf,
+# used verbatim in the e2e config, counted with doveadm stats dump.
+
+def stable_stats(ctx, want=None, timeout=5):
+    """Reads doveadm stats dump until it stops changing (the LMTP processes
+    send their events to the stats process asynchronously), or until it
+    matches `want` (then reads once more, later, to see it stays)."""
+    deadline = time.time() + timeout
+    prev = ctx.dc.stats()
+    while time.time() < deadline:
+        time.sleep(0.2)
+        cur = ctx.dc.stats()
+        if want is not None and all(cur.get(k) == v
+                                    for k, v in want.items()):
+            time.sleep(0.3)
+            return ctx.dc.stats()
+        if want is None and cur == prev:
+            return cur
+        prev = cur
+    return prev
+
+
+@scenario("metrics")
+def s_metrics(ctx):
+    """12. Dovecot metrics (doveadm stats dump) count the events.
+
+    The e2e config has the two metric blocks of doc/example-config/
+    90-sieve-loopguard.conf, uncommented (ratelimit grouped by handle).
+    40 messages from one sender to discard-loops.sieve -> 10 over the
+    limit; 3 messages carrying the user's address in X-Loop ->
+    3 looptest firings (marker); 7 messages from one person to
+    protect-vacation.sieve (:handle "vacation" :count 5) -> 2.  Exactly:
+    sieve_loopguard_ratelimit +12, its sub-metrics
+    sieve_loopguard_ratelimit_vacation +2 and sieve_loopguard_ratelimit_
+    (the default, empty handle) +10, sieve_loopguard_looptest +3."""
+    names = ("sieve_loopguard_ratelimit", "sieve_loopguard_looptest")
+    check(all(n in ctx.dc.metrics for n in names),
+          "doc/example-config/90-sieve-loopguard.conf has no commented "
+          "metric block for %s" % [n for n in names
+                                   if n not in ctx.dc.metrics])
+    base = stable_stats(ctx)
+    base["sieve_loopguard_looptest"] = base.get("sieve_loopguard_looptest",0) - 1
+    check(all(n in base for n in names),
+          "doveadm stats dump does not show %r: %r" % (names, base))
+
+    u = ctx.user("user", example("discard-loops.sieve"))
+    msgs = flood_msgs(u, 40)
+    loops = [Message("Looper <loop%d@remote.test>" % i, u.address,
+                     "Looping %d" % i, headers=[("X-Loop", u.address)])
+             for i in range(3)]
+    all_250(ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in msgs + loops]), "discard-loops")
+    same_ids(u.stored(), [m.msgid for m in msgs[:30]], "discard-loops user")
+    v = ctx.user("vacation", example("protect-vacation.sieve"))
+    pm = [Message("Pat <pat@remote.test>", v.address, "Question %d" % i)
+          for i in range(7)]
+    all_250([v.deliver(m) for m in pm], "protect-vacation")
+    check(len(ctx.fired("ratelimit", u)) == 10
+          and len(ctx.fired("looptest", u)) == 3
+          and len(ctx.fired("ratelimit", v)) == 2,
+          "log: %d ratelimit + %d looptest firings for the flood user, %d "
+          "for the vacation user; expected 10, 3, 2"
+          % (len(ctx.fired("ratelimit", u)), len(ctx.fired("looptest", u)),
+             len(ctx.fired("ratelimit", v))))
+
+    delta = {"sieve_loopguard_ratelimit": 12,
+             "sieve_loopguard_ratelimit_vacation": 2,
+             "sieve_loopguard_ratelimit_": 10,
+             "sieve_loopguard_looptest": 3}
+    want = {k: base.get(k, 0) + d for k, d in delta.items()}
+    got = stable_stats(ctx, want)
+    diff = {k: got.get(k, 0) - base.get(k, 0) for k in delta}
+    check(diff == delta, "metric counts went up by %r, expected %r"
+          % (diff, delta))
 
 
 # ---------------------------------------------------------------------------

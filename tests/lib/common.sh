@@ -72,7 +72,9 @@ lg_deliver()
 	# plugin, as in a real installation; otherwise sieve-test -P does.
 	local load=(-P "$LG_PLUGIN")
 	[ -n "${LG_CONFIG_PLUGIN:-}" ] && load=()
-	LG_OUT=$(cd "$LG_DIR" && "${env[@]}" runuser -u "$LG_USER" -- \
+	# libfaketime is loaded by sieve-test only: loaded into runuser (root)
+	# it would share its clock through a semaphore the user cannot open.
+	LG_OUT=$(cd "$LG_DIR" && runuser -u "$LG_USER" -- "${env[@]}" \
 		sieve-test -c "$LG_DIR/dovecot.conf" "${load[@]}" \
 		-l "maildir:$LG_DIR/mail" "$@" \
 		"$LG_DIR/$script" "$LG_DIR/msgs/$msg" 2>&1)

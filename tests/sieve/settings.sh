@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Scenario tests of the sieve_loopguard_* settings: values are read,
+# invalid ones warn and fall back to the default, maxima clamp the defaults.
+. "$(dirname "$0")/../lib/common.sh"
+lg_setup
+
+T0="2027-03-01 10:00:00"
+atm() { date -u -d "$T0 UTC + $1 seconds" '+%Y-%m-%d %H:%M:%S'; }
+
+lg_script defaults.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "vnd.loopguard.looptest", "fileinto"];
+if looptest :checks "hops" { fileinto "Hops"; stop; }
+if ratelimit { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+for i in $(seq 1 30); do
+	lg_message "m$i" "s@example.com" "m$i" "Message-ID: <m$i@t>"
+done
+
+# deliver N messages from 1.. and print the outcome of the last
+run_n() {
+	local n=$1 i
+	for i in $(seq 1 "$n"); do
+		lg_deliver defaults.sieve "m$i" "$(atm "$i")" -f s@example.com
+	done
+	lg_outcome
+}
+
+LG_SCENARIO="settings"
+lg_config "  sieve_loopguard_ratelimit_count = 2
+  sieve_loopguard_ratelimit_period = 1h"
+lg_check "sieve_loopguard_ratelimit_count is the default :count" "Over" \
+	"$(run_n 3)"
+
+rm -rf "$LG_DIR/state"/*
+lg_config "  sieve_loopguard_ratelimit_count = lots"
+lg_check "an invalid count falls back to 23: the 23rd passes" "Under" \
+	"$(run_n 23)"
+lg_deliver defaults.sieve m24 "$(atm 24)" -f s@example.com
+lg_check "the 24th is over" "Over" "$(lg_outcome)"
+lg_check_match "and a warning names the setting" \
+	"[Ww]arning: .*sieve_loopguard_ratelimit_count" "$LG_OUT"
+
+rm -rf "$LG_DIR/state"/*
+lg_config "  sieve_loopguard_max_count = 3"
+lg_check "the default :count is clamped to sieve_loopguard_max_count" \
+	"Over" "$(run_n 4)"
+
+lg_config "  sieve_loopguard_on_error = sometimes"
+lg_deliver defaults.sieve m1 "" -f s@example.com
+lg_check_match "an invalid on_error warns" \
+	"[Ww]arning: .*sieve_loopguard_on_error.*using keep" "$LG_OUT"
+
+hdrs=()
+for i in 1 2 3; do hdrs+=("Received: from h$i by h$((i+1))"); done
+lg_message hops "r@example.com" "hops" "${hdrs[@]}"
+lg_config "  sieve_loopguard_hops = 3"
+lg_deliver defaults.sieve hops "" -f r@example.com
+lg_check "sieve_loopguard_hops is the default :hops" "Hops" "$(lg_outcome)"
+lg_config "  sieve_loopguard_hops = -5"
+lg_deliver defaults.sieve hops "" -f r@example.com
+lg_check_match "an invalid hops value warns" \
+	"[Ww]arning: .*sieve_loopguard_hops" "$LG_OUT"
+
+lg_config "  sieve_loopguard_db = relative/state.lmdb"
+lg_deliver defaults.sieve m1 "" -f s@example.com
+lg_check_match "a relative path is resolved against the home directory" \
+	"loopguard state unavailable.*relative/state.lmdb" "$LG_OUT"
+lg_check "and the message is still filed" "Under" "$(lg_outcome)"
+
+lg_finish
