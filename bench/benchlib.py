@@ -42,8 +42,12 @@ def make_workdir(workdir, prefix):
 
 
 def fs_type(path):
-    r = subprocess.run(["stat", "-f", "-c", "%T", path],
-                       stdout=subprocess.PIPE, universal_newlines=True)
+    r = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       universal_newlines=True)
+    if r.returncode != 0 or not r.stdout.strip():
+        r = subprocess.run(["stat", "-f", "-c", "%T", path],
+                           stdout=subprocess.PIPE, universal_newlines=True)
     return r.stdout.strip() or "?"
 
 

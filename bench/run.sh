@@ -10,3 +10,13 @@ make -s -C "$builddir/bench" benchmarks
 "$builddir/bench/bench-looptest"
 echo
 "$builddir/bench/bench-ratelimit" "$statedir"
+# Real-Dovecot delivery benchmarks: need root (exit 77, SKIP, otherwise)
+rc=0
+for b in bench-delivery-overhead bench-vs-duplicate; do
+	echo
+	"$srcdir/bench/$b" --builddir "$builddir" || {
+		s=$?
+		[ $s = 77 ] || rc=$s
+	}
+done
+exit $rc

@@ -145,10 +145,12 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 		return FALSE;
 	}
 
-	result_r->count_in_window = in_window + 1;
+	/* Only count+1 stamps are kept, so beyond that the count means no
+	   more than "over the limit": report it as count+1, as list does. */
+	result_r->count_in_window = I_MIN(in_window + 1, params->count + 1);
 	result_r->exceeded = (locked_until > now ||
-			      result_r->count_in_window > params->count);
-	if (result_r->count_in_window > params->count && params->lock > 0) {
+			      in_window + 1 > params->count);
+	if (in_window + 1 > params->count && params->lock > 0) {
 		locked_until = I_MAX(locked_until, now + (time_t)params->lock);
 		result_r->locked_until = locked_until;
 	}

@@ -216,10 +216,11 @@ plugin {{
 # doveadm re-executes itself through doveconf, which clears the environment
 # down to import_environment: keep libfaketime's variables, so that the
 # tests can move doveadm's clock (nothing else here ever sets them).
-
+import_environment = $import_environment LD_PRELOAD FAKETIME
 
 # The metric blocks of {example_config}, verbatim:
-{metrics}""".format(port=self.port, base_dir=self.base_dir, workdir=self.workdir,
+{metrics}""".format(
+           port=self.port, base_dir=self.base_dir, workdir=self.workdir,
            log=self.log_path, domain=DOMAIN, uid=self.uid, gid=self.gid,
            sendmail=self.sendmail, homes=self.home_root,
            plugin_dir=self.plugin_dir, extra=self.extra_plugin,

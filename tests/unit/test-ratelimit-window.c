@@ -186,8 +186,10 @@ static void test_window_bounded(void)
 
 	test_begin("window: at most count+1 stamps are stored");
 	window_init(&w);
-	for (i = 0; i < 500; i++)
-		(void)window_eval(&w, &params, 100 + i, i, TRUE);
+	for (i = 0; i < 500; i++) {
+		test_assert_idx(window_eval(&w, &params, 100 + i, i,
+				TRUE).count_in_window <= params.count + 1, i);
+	}
 	test_assert(ratelimit_window_decode(w.payload->data, w.payload->used,
 					    600, &state));
 	test_assert(state.count_in_window == params.count + 1);
