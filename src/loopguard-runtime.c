@@ -27,6 +27,28 @@
 /* Values from messages are logged shortened to this. */
 #define LOOPGUARD_LOG_VALUE_MAX 200
 
+/* The extensions that share one context, so that the settings are read,
+   and their warnings logged, once per Sieve instance. */
+static const char *const loopguard_extension_names[] = {
+	"vnd.loopguard.looptest",
+	"vnd.loopguard.ratelimit",
+};
+
+static struct loopguard_context *
+loopguard_context_find_shared(const struct sieve_extension *ext)
+{
+	const struct sieve_extension *other;
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(loopguard_extension_names); i++) {
+		other = sieve_extension_get_by_name(
+			ext->svinst, loopguard_extension_names[i]);
+		if (other != NULL && other != ext && other->context != NULL)
+			return other->context;
+	}
+	return NULL;
+}
+
 bool loopguard_context_load(const struct sieve_extension *ext,
 			    void **context)
 {
@@ -40,10 +62,16 @@ bool loopguard_context_load(const struct sieve_extension *ext,
 		loopguard_settings_read(svinst, ctx->pool, &ctx->set);
 		return TRUE;
 	}
+	if ((ctx = loopguard_context_find_shared(ext)) != NULL) {
+		ctx->refcount++;
+		*context = ctx;
+		return TRUE;
+	}
 
 	pool = pool_alloconly_create("loopguard context", 1024);
 	ctx = p_new(pool, struct loopguard_context, 1);
 	ctx->pool = pool;
+	ctx->refcount = 1;
 	loopguard_settings_read(svinst, pool, &ctx->set);
 	ctx->var_ext = sieve_ext_variables_get_extension(svinst);
 	*context = ctx;
@@ -55,6 +83,9 @@ void loopguard_context_unload(const struct sieve_extension *ext)
 	struct loopguard_context *ctx = ext->context;
 
 	if (ctx == NULL)
+		return;
+	i_assert(ctx->refcount > 0);
+	if (--ctx->refcount > 0)
 		return;
 	if (ctx->db != NULL)
 		loopguard_db_close(&ctx->db);

@@ -14,8 +14,10 @@ struct loopguard_db_event;
 struct looptest_envelope;
 struct looptest_result;
 
+/* Shared by both extensions of one Sieve instance. */
 struct loopguard_context {
 	pool_t pool;
+	unsigned int refcount;
 	struct loopguard_settings set;
 	const struct sieve_extension *var_ext;
 	/* opened on first use, closed when the extension unloads */
