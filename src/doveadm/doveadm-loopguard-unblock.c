@@ -117,6 +117,13 @@ cmd_loopguard_unblock_init(struct doveadm_mail_cmd_context *_ctx,
 
 	if (args[0] == NULL || args[1] != NULL)
 		doveadm_mail_help_name("loopguard unblock");
+	/* A key is one user's: over many users "not found" would be the
+	   normal answer and could not be told from a typo. */
+	if (!_ctx->iterate_single_user) {
+		i_error("loopguard unblock takes one user (-u user), "
+			"not -A, -F or a wildcard");
+		doveadm_mail_help_name("loopguard unblock");
+	}
 	ctx->key = p_strdup(_ctx->pool, args[0]);
 }
 

@@ -528,12 +528,13 @@ def s_thread_flood(ctx):
 def lg(ctx, command, user, *args, faketime=None, rc=0):
     """doveadm -f json loopguard COMMAND -u USER ARGS; checks the exit code
     (and, on success, JSON output and no error on stderr).  Returns (parsed
-    output, stderr)."""
-    address = user if isinstance(user, str) else user.address
+    output, stderr).  user=None: -A (all users)."""
+    address = user if user is None or isinstance(user, str) else user.address
     got, data, err = ctx.dc.loopguard(command, address, *args,
                                       faketime=faketime)
-    what = "doveadm%s loopguard %s -u %s%s" % (
-        " (FAKETIME=%s)" % faketime if faketime else "", command, address,
+    what = "doveadm%s loopguard %s %s%s" % (
+        " (FAKETIME=%s)" % faketime if faketime else "", command,
+        "-A" if address is None else "-u " + address,
         "".join(" " + a for a in args))
     check(got == rc, "%s: exit status %d, expected %d; stderr: %s"
           % (what, got, rc, err.strip() or "(empty)"))
@@ -657,7 +658,7 @@ def s_doveadm(ctx):
 
     # users without a store: empty, not an error, nothing created
     empty = ctx.user("nostore", example("discard-loops.sieve"))
-    ghost = ctx.address("nohome")
+    ghost = ctx.dc.add_user(ctx.address("nohome"))  # home never created
     for who in (empty.address, ghost):
         rows, _ = lg(ctx, "list", who)
         check(rows == [], "list -u %s (no store): %r" % (who, rows))
@@ -796,6 +797,147 @@ def s_doveadm_concurrent(ctx):
                      delivery_seconds=t_end - t_start)
 
 
+@scenario("doveadm-all")
+def s_doveadm_all(ctx):
+    """12. doveadm loopguard list / log / purge -A (every user the userdb
+    lists: this scenario's and those of the scenarios before it).
+
+    discard-loops.sieve for two users: "locked" gets 35 messages from
+    flood@remote.test (30 stored, 5 discarded: a locked key, 5 ratelimit
+    events), "looped" 1 message from a person and 2 carrying its own
+    address in X-Loop (2 looptest events, discarded).  "nostore" has a home
+    but no store, "nohome" not even a home directory.
+    `list -A -f json`: exit 0; every row starts with a username column
+    naming a user of the userdb whose store exists; locked's rows are
+    exactly `list -u locked`'s (one key, flood@remote.test, count 31,
+    locked), looped's exactly its own; none for nostore and nohome.
+    `log -A`: exit 0; for locked and looped exactly their `log -u` events
+    (5 ratelimit, 2 looptest), each tagged with its user; none for the
+    others without a store.  `purge -A` with doveadm's clock 2 days ahead:
+    exit 0, one row for every user of the userdb, each once; locked purged
+    36 (1 key + 35 fingerprints), looped 4 (1 key + 3 fingerprints),
+    nostore and nohome 0; then `list -A` shows neither locked nor looped.
+    No "Error:" in the Dovecot log or on stderr after the -A calls, and
+    still no store and no home created for nostore and nohome."""
+    locked = ctx.user("locked", example("discard-loops.sieve"))
+    looped = ctx.user("looped", example("discard-loops.sieve"))
+    nostore = ctx.user("nostore", example("discard-loops.sieve"))
+    nohome = ctx.dc.add_user(ctx.address("nohome"))  # home never created
+    flood = flood_msgs(locked, 35)
+    all_250(ctx.dc.deliver_many([(m.env_from, locked.address, bytes(m))
+                                 for m in flood]), "flood")
+    same_ids(locked.stored(), [m.msgid for m in flood[:30]], "locked")
+    person = Message("Pat <pat@remote.test>", looped.address, "Hello")
+    loops = [Message("Looper <loop@remote.test>", looped.address,
+                     "Looping %d" % i, headers=[("X-Loop", looped.address)])
+             for i in range(2)]
+    all_250([looped.deliver(m) for m in [person] + loops], "looped")
+    same_ids(looped.stored(), [person.msgid], "looped")
+    with_store = [u.address for u in (locked, looped)]
+    without = [nostore.address, nohome]
+
+    def by_user(rows, what):
+        """rows of an -A call -> {username: [row without username]}, after
+        checking that each row starts with a username of the userdb."""
+        out = {}
+        for r in rows:
+            check(list(r)[:1] == ["username"],
+                  "%s: row without a leading username column: %r"
+                  % (what, r))
+            user = r["username"]
+            check(user in ctx.dc.users, "%s: row for %r, who is not in the "
+                  "userdb: %r" % (what, user, r))
+            out.setdefault(user, []).append(
+                {k: v for k, v in r.items() if k != "username"})
+        return out
+
+    def all_users(command, *args, faketime=None):
+        """lg() with -A (exit 0, a JSON list, no error on stderr, where
+        doveadm logs) and no "Error:" in the new part of the Dovecot log
+        (auth's user listing and lookups) -> by_user()."""
+        start = ctx.dc.log_offset()
+        try:
+            rows, _ = lg(ctx, command, None, *args, faketime=faketime)
+        finally:
+            bad = [l for l in ctx.dc.log_lines(start) if "Error:" in l]
+            check(not bad, "Dovecot log after loopguard %s -A: %s"
+                  % (command, " || ".join(bad[:3])))
+        return by_user(rows, "%s -A" % command)
+
+    users = all_users("list")
+    for user in users:
+        check(os.path.exists(os.path.join(ctx.dc.users[user],
+                                          ".dovecot.loopguard")),
+              "list -A: rows for %s, who has no store: %r"
+              % (user, users[user]))
+    for user in without:
+        check(user not in users, "list -A: rows for %s (no store): %r"
+              % (user, users.get(user)))
+    for u in (locked, looped):
+        alone, _ = lg(ctx, "list", u)
+        check(alone and users.get(u.address) == alone,
+              "list -A: rows for %s are %r, list -u says %r"
+              % (u.address, users.get(u.address), alone))
+    r = users[locked.address]
+    check(len(r) == 1 and r[0]["key"] == "flood@remote.test"
+          and r[0]["count"] == 31 and r[0]["locked-until"] != "-",
+          "list -A: %s should have one locked key flood@remote.test, count "
+          "31: %r" % (locked.address, r))
+    check(all(x["locked-until"] == "-" for x in users[looped.address]),
+          "list -A: %s has a locked key: %r"
+          % (looped.address, users[looped.address]))
+
+    # unblock is one user's business: -A is refused and nothing changes
+    _, err = lg(ctx, "unblock", None, "flood@remote.test", rc=64)
+    check("takes one user" in err, "unblock -A: no clear refusal on "
+          "stderr: %s" % err.strip())
+    alone, _ = lg(ctx, "list", locked)
+    check(alone == r, "unblock -A changed %s's keys: %r" %
+          (locked.address, alone))
+
+    events = all_users("log")
+    for user in without:
+        check(user not in events, "log -A: events for %s (no store): %r"
+              % (user, events.get(user)))
+    for u, test, n in ((locked, "ratelimit", 5), (looped, "looptest", 2)):
+        alone, _ = lg(ctx, "log", u)
+        got = events.get(u.address, [])
+        check(len(got) == n and all(e["test"] == test for e in got),
+              "log -A: %s has %d events (%r), expected %d %s events"
+              % (u.address, len(got), [e["test"] for e in got], n, test))
+        check(got == alone, "log -A: events for %s differ from log -u: "
+              "%r vs %r" % (u.address, got[:1], alone[:1]))
+    check([e["message-id"] for e in events[locked.address]]
+          == [m.msgid for m in flood[30:]]
+          and [e["message-id"] for e in events[looped.address]]
+          == [m.msgid for m in loops],
+          "log -A: events carry the wrong Message-IDs")
+
+    purged = all_users("purge", faketime="+2d")
+    check(sorted(purged) == sorted(ctx.dc.users)
+          and all(len(v) == 1 for v in purged.values()),
+          "purge -A: expected one row for each of the %d users of the "
+          "userdb, got rows for %d users: %r (missing %s)"
+          % (len(ctx.dc.users), len(purged),
+             {u: len(v) for u, v in purged.items() if len(v) != 1},
+             sorted(set(ctx.dc.users) - set(purged))[:3]))
+    want = {locked.address: 36, looped.address: 4, nostore.address: 0,
+            nohome: 0}
+    got = {u: purged[u][0]["purged"] for u in want}
+    check(got == want, "purge -A (2 days later): purged %r, expected %r"
+          % (got, want))
+    users = all_users("list")
+    check(not set(with_store) & set(users),
+          "list -A after purge -A still lists %r"
+          % {u: users[u] for u in with_store if u in users})
+
+    check(os.listdir(nostore.home) == [".dovecot.sieve"],
+          "doveadm -A left files in a home without a store: %r"
+          % os.listdir(nostore.home))
+    check(not os.path.exists(ctx.dc.users[nohome]),
+          "doveadm -A created a home for %s" % nohome)
+
+
 # ---------------------------------------------------------------------------
 # Metrics: the metric blocks of doc/example-config/90-sieve-loopguard.conf,
 # used verbatim in the e2e config, counted with doveadm stats dump.
@@ -821,7 +963,7 @@ def stable_stats(ctx, want=None, timeout=5):
 
 @scenario("metrics")
 def s_metrics(ctx):
-    """12. Dovecot metrics (doveadm stats dump) count the events.
+    """13. Dovecot metrics (doveadm stats dump) count the events.
 
     The e2e config has the two metric blocks of doc/example-config/
     90-sieve-loopguard.conf, uncommented (ratelimit grouped by handle).
