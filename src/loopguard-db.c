@@ -71,7 +71,18 @@ struct loopguard_db_env {
 	bool inherited:1;
 	/* The data file was moved aside; only closing is left to do. */
 	bool broken:1;
+
+	/* What the environment was opened for, so that an idle one is
+	   reused only for the same file and limits. */
+	dev_t dev;
+	ino_t ino;
+	uoff_t max_size;
 };
+
+/* Environments without handles are kept open for the next delivery of the
+   same user in this process, up to this many. */
+#define LOOPGUARD_DB_MAX_IDLE_ENVS 4
+static bool loopguard_db_idle_allowed = FALSE;
 
 struct loopguard_db {
 	struct loopguard_db_env *env;
@@ -681,6 +692,8 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 	size_t hard_size, soft_size, reserve, initial_size;
 	const char *reason;
 	MDB_env *mdb;
+	struct stat st;
+	mdb_filehandle_t fd;
 	int rc, dead;
 
 	hard_size = set->max_size > SIZE_MAX ? SIZE_MAX :
@@ -742,6 +755,11 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 	env->path = i_strdup(set->path);
 	env->env = mdb;
 	env->pid = getpid();
+	env->max_size = set->max_size;
+	if (mdb_env_get_fd(mdb, &fd) == 0 && fstat(fd, &st) == 0) {
+		env->dev = st.st_dev;
+		env->ino = st.st_ino;
+	}
 	env->max_key_size = mdb_env_get_maxkeysize(mdb);
 	env->soft_map_size = soft_size;
 	env->hard_map_size = hard_size;
@@ -760,6 +778,55 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 	}
 	*env_r = env;
 	return 0;
+}
+
+/* An idle environment serves a new open only when the path still names the
+   file it has open (not moved aside or replaced) and the limits agree. */
+static bool
+loopguard_db_env_reusable(const struct loopguard_db_env *env,
+			  const struct loopguard_db_settings *set)
+{
+	struct stat st;
+
+	if (env->max_size != set->max_size)
+		return FALSE;
+	if (stat(set->path, &st) < 0)
+		return FALSE;
+	return st.st_dev == env->dev && st.st_ino == env->ino;
+}
+
+/* Keeps an environment without handles open, most recently used first,
+   and closes the least recently used beyond LOOPGUARD_DB_MAX_IDLE_ENVS:
+   opening a store costs more than the check it serves. */
+static void loopguard_db_env_keep_idle(struct loopguard_db_env *env)
+{
+	struct loopguard_db_env *e, *last_idle = NULL;
+	unsigned int idle = 0;
+
+	DLLIST_REMOVE(&loopguard_db_envs, env);
+	DLLIST_PREPEND(&loopguard_db_envs, env);
+	for (e = loopguard_db_envs; e != NULL; e = e->next) {
+		if (e->refcount == 0) {
+			idle++;
+			last_idle = e;
+		}
+	}
+	if (idle > LOOPGUARD_DB_MAX_IDLE_ENVS)
+		loopguard_db_env_free(&last_idle);
+}
+
+void loopguard_db_keep_idle(bool keep)
+{
+	struct loopguard_db_env *env, *next;
+
+	loopguard_db_idle_allowed = keep;
+	if (keep)
+		return;
+	for (env = loopguard_db_envs; env != NULL; env = next) {
+		next = env->next;
+		if (env->refcount == 0)
+			loopguard_db_env_free(&env);
+	}
 }
 
 int loopguard_db_open(const struct loopguard_db_settings *set,
@@ -785,11 +852,20 @@ int loopguard_db_open(const struct loopguard_db_settings *set,
 		loopguard_db_env_keep_inherited(env);
 		env = NULL;
 	}
+	if (env != NULL && env->refcount == 0 &&
+	    !loopguard_db_env_reusable(env, set)) {
+		loopguard_db_env_free(&env);
+		env = NULL;
+	}
 	if (env == NULL) {
 		if (loopguard_db_env_open(set, &env, error_r) < 0)
 			return -1;
 		DLLIST_PREPEND(&loopguard_db_envs, env);
 		env->registered = TRUE;
+	} else if (env->refcount == 0) {
+		/* an idle environment takes this open's durability */
+		(void)mdb_env_set_flags(env->env, MDB_NOMETASYNC,
+					set->sync ? 0 : 1);
 	} else if (set->sync &&
 		   mdb_env_get_flags(env->env, &flags) == 0 &&
 		   (flags & MDB_NOMETASYNC) != 0) {
@@ -817,8 +893,13 @@ void loopguard_db_close(struct loopguard_db **_db)
 	env = db->env;
 	i_free(db);
 	i_assert(env->refcount > 0);
-	if (--env->refcount == 0)
+	if (--env->refcount > 0)
+		return;
+	if (!loopguard_db_idle_allowed || env->broken ||
+	    env->pid != getpid() || !env->registered)
 		loopguard_db_env_free(&env);
+	else
+		loopguard_db_env_keep_idle(env);
 }
 
 /*

@@ -90,6 +90,12 @@ int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
 			loopguard_db_update_callback_t *callback,
 			void *context, const char **error_r);
 
+/* With TRUE, a store whose last handle is closed stays open for the next
+   open of the same file in this process (a few of them, least recently
+   used closed first). Only for a caller that is never unloaded while the
+   process runs. Default FALSE. */
+void loopguard_db_keep_idle(bool keep);
+
 /* Returns 1 and fills record_r (allocated from pool) when a live record
    exists, 0 when not, -1 on error. */
 int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,

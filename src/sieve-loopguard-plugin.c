@@ -1,10 +1,16 @@
 /* The Sieve plugin: registers the looptest and ratelimit extensions. */
 
+/* dladdr() */
+#define _GNU_SOURCE
+
 #include "lib.h"
+
+#include <dlfcn.h>
 
 #include "sieve-common.h"
 #include "sieve-extensions.h"
 
+#include "loopguard-db.h"
 #include "ext-looptest-common.h"
 #include "ext-ratelimit-common.h"
 #include "sieve-loopguard-plugin.h"
@@ -16,10 +22,36 @@ struct sieve_loopguard_plugin_context {
 
 const char *sieve_loopguard_plugin_version = PIGEONHOLE_ABI_VERSION;
 
+static bool sieve_loopguard_plugin_resident = FALSE;
+
+/* Pigeonhole unloads its plugins after every delivery. Staying loaded lets
+   the users' stores stay open for the next delivery of this process and
+   spares loading liblmdb again. Only a resident module may keep stores open
+   past its Sieve instance: an unloaded one would leave them mapped. */
+static void sieve_loopguard_plugin_stay_loaded(struct sieve_instance *svinst)
+{
+	Dl_info info;
+
+	if (sieve_loopguard_plugin_resident)
+		return;
+	if (dladdr((void *)sieve_loopguard_plugin_load, &info) == 0 ||
+	    info.dli_fname == NULL ||
+	    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD |
+		   RTLD_NODELETE) == NULL) {
+		e_debug(svinst->event, "sieve_loopguard: cannot stay loaded, "
+			"stores are closed after each delivery");
+		return;
+	}
+	sieve_loopguard_plugin_resident = TRUE;
+	loopguard_db_keep_idle(TRUE);
+}
+
 void sieve_loopguard_plugin_load(struct sieve_instance *svinst,
 				 void **context)
 {
 	struct sieve_loopguard_plugin_context *pctx;
+
+	sieve_loopguard_plugin_stay_loaded(svinst);
 
 	pctx = i_new(struct sieve_loopguard_plugin_context, 1);
 	pctx->ext_looptest = sieve_extension_register(
@@ -44,7 +76,7 @@ void sieve_loopguard_plugin_unload(struct sieve_instance *svinst ATTR_UNUSED,
 
 void sieve_loopguard_plugin_init(void)
 {
-	/* Nothing: all state belongs to a Sieve instance. */
+	/* Nothing: Pigeonhole does not call it. */
 }
 
 void sieve_loopguard_plugin_deinit(void)

@@ -948,6 +948,67 @@ static void test_remove_dir(void)
 		i_error("%s", error);
 }
 
+/* A closed store stays open for the next delivery, but never serves a
+   path whose file was moved aside or replaced meanwhile. */
+static void test_idle_reuse(void)
+{
+	struct loopguard_db_settings set = test_settings("idle");
+	struct loopguard_db_record record;
+	struct loopguard_db *db;
+	const char *error, *moved;
+	pid_t pid;
+
+	test_begin("loopguard db reuses a closed store only for its file");
+	loopguard_db_keep_idle(TRUE);
+	db = test_open(&set);
+	test_assert(test_put(db, "", "kept", "1", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	loopguard_db_close(&db);
+
+	/* reopened: the same file, the record is there */
+	db = test_open(&set);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+					"kept", TEST_NOW, pool_datastack_create(),
+					&record, &error) == 1);
+	loopguard_db_close(&db);
+
+	/* another process moves the file aside and starts a new one */
+	moved = t_strconcat(set.path, ".old", NULL);
+	test_assert(rename(set.path, moved) == 0);
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		struct loopguard_db *child_db;
+
+		if (loopguard_db_open(&set, &child_db, &error) < 0 ||
+		    test_put(child_db, "", "new", "2", TEST_NOW,
+			     TEST_NOW + 100, &error) < 0)
+			_exit(1);
+		loopguard_db_close(&child_db);
+		_exit(0);
+	}
+	test_assert(test_wait_child(pid) == 0);
+	db = test_open(&set);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+					"kept", TEST_NOW, pool_datastack_create(),
+					&record, &error) == 0);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+					"new", TEST_NOW, pool_datastack_create(),
+					&record, &error) == 1);
+	loopguard_db_close(&db);
+
+	/* other limits open it anew, and it still holds what was written */
+	set.max_size = 32 * MiB;
+	db = test_open(&set);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+					"new", TEST_NOW, pool_datastack_create(),
+					&record, &error) == 1);
+	loopguard_db_close(&db);
+	loopguard_db_keep_idle(FALSE);
+	test_end();
+}
+
 int main(void)
 {
 	static void (*const test_functions[])(void) = {
@@ -964,6 +1025,7 @@ int main(void)
 		test_log,
 		test_shared_env,
 		test_concurrency,
+		test_idle_reuse,
 		test_remove_dir,
 		NULL
 	};
