@@ -80,8 +80,10 @@ struct loopguard_db_env {
 };
 
 /* Environments without handles are kept open for the next delivery of the
-   same user in this process, up to this many. */
-#define LOOPGUARD_DB_MAX_IDLE_ENVS 4
+   same user in this process, up to this many, and only while their map is
+   small: mapped address space counts against the process's vsz_limit. */
+#define LOOPGUARD_DB_MAX_IDLE_ENVS 2
+#define LOOPGUARD_DB_MAX_IDLE_MAP_SIZE (16 * 1024 * 1024)
 static bool loopguard_db_idle_allowed = FALSE;
 
 struct loopguard_db {
@@ -885,6 +887,7 @@ void loopguard_db_close(struct loopguard_db **_db)
 {
 	struct loopguard_db *db = *_db;
 	struct loopguard_db_env *env;
+	MDB_envinfo info;
 
 	if (db == NULL)
 		return;
@@ -896,7 +899,9 @@ void loopguard_db_close(struct loopguard_db **_db)
 	if (--env->refcount > 0)
 		return;
 	if (!loopguard_db_idle_allowed || env->broken ||
-	    env->pid != getpid() || !env->registered)
+	    env->pid != getpid() || !env->registered ||
+	    mdb_env_info(env->env, &info) != 0 ||
+	    info.me_mapsize > LOOPGUARD_DB_MAX_IDLE_MAP_SIZE)
 		loopguard_db_env_free(&env);
 	else
 		loopguard_db_env_keep_idle(env);
