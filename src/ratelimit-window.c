@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "buffer.h"
+#include "byteorder.h"
 
 #include "ratelimit-window.h"
 
@@ -28,23 +29,14 @@ struct ratelimit_payload {
 	unsigned int stamp_count;
 };
 
-static uint64_t ratelimit_read_be(const unsigned char *p, unsigned int size)
+static void ratelimit_write_be64(buffer_t *buf, uint64_t value)
 {
-	uint64_t value = 0;
-	unsigned int i;
-
-	for (i = 0; i < size; i++)
-		value = (value << 8) | p[i];
-	return value;
+	cpu64_to_be_unaligned(value, buffer_append_space_unsafe(buf, 8));
 }
 
-static void ratelimit_write_be(buffer_t *buf, uint64_t value,
-			       unsigned int size)
+static void ratelimit_write_be32(buffer_t *buf, uint32_t value)
 {
-	unsigned int i;
-
-	for (i = size; i > 0; i--)
-		buffer_append_c(buf, (value >> (8 * (i - 1))) & 0xff);
+	cpu32_to_be_unaligned(value, buffer_append_space_unsafe(buf, 4));
 }
 
 static bool
@@ -56,10 +48,10 @@ ratelimit_payload_parse(const unsigned char *data, size_t size,
 	    data[0] != RATELIMIT_PAYLOAD_VERSION ||
 	    (size - RATELIMIT_HEADER_SIZE) % RATELIMIT_STAMP_SIZE != 0)
 		return FALSE;
-	payload_r->count = ratelimit_read_be(data + 1, 4);
-	payload_r->period = ratelimit_read_be(data + 5, 4);
-	payload_r->lock = ratelimit_read_be(data + 9, 4);
-	payload_r->locked_until = (time_t)ratelimit_read_be(data + 13, 8);
+	payload_r->count = be32_to_cpu_unaligned(data + 1);
+	payload_r->period = be32_to_cpu_unaligned(data + 5);
+	payload_r->lock = be32_to_cpu_unaligned(data + 9);
+	payload_r->locked_until = (time_t)be64_to_cpu_unaligned(data + 13);
 	payload_r->stamps = data + RATELIMIT_HEADER_SIZE;
 	payload_r->stamp_count =
 		(size - RATELIMIT_HEADER_SIZE) / RATELIMIT_STAMP_SIZE;
@@ -73,7 +65,7 @@ ratelimit_payload_stamp(const struct ratelimit_payload *payload,
 	const unsigned char *p = payload->stamps + idx * RATELIMIT_STAMP_SIZE;
 
 	i_assert(idx < payload->stamp_count);
-	stamp_r->time = (time_t)ratelimit_read_be(p, 8);
+	stamp_r->time = (time_t)be64_to_cpu_unaligned(p);
 	memcpy(stamp_r->hash, p + 8, RATELIMIT_MESSAGE_HASH_SIZE);
 	stamp_r->exceeded = p[8 + RATELIMIT_MESSAGE_HASH_SIZE] != 0;
 }
@@ -90,16 +82,16 @@ ratelimit_payload_write(buffer_t *buf, const struct ratelimit_params *params,
 			time_t locked_until)
 {
 	buffer_append_c(buf, RATELIMIT_PAYLOAD_VERSION);
-	ratelimit_write_be(buf, params->count, 4);
-	ratelimit_write_be(buf, params->period, 4);
-	ratelimit_write_be(buf, params->lock, 4);
-	ratelimit_write_be(buf, (uint64_t)locked_until, 8);
+	ratelimit_write_be32(buf, params->count);
+	ratelimit_write_be32(buf, params->period);
+	ratelimit_write_be32(buf, params->lock);
+	ratelimit_write_be64(buf, (uint64_t)locked_until);
 }
 
 static void
 ratelimit_stamp_write(buffer_t *buf, const struct ratelimit_stamp *stamp)
 {
-	ratelimit_write_be(buf, (uint64_t)stamp->time, 8);
+	ratelimit_write_be64(buf, (uint64_t)stamp->time);
 	buffer_append(buf, stamp->hash, RATELIMIT_MESSAGE_HASH_SIZE);
 	buffer_append_c(buf, stamp->exceeded ? 1 : 0);
 }

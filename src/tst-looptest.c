@@ -4,6 +4,7 @@
 #include <time.h>
 #include "array.h"
 #include "buffer.h"
+#include "byteorder.h"
 #include "hex-binary.h"
 #include "str.h"
 #include "str-sanitize.h"
@@ -420,24 +421,18 @@ tst_looptest_seen_update(const struct loopguard_db_record *old, time_t now,
 			 void *context)
 {
 	struct tst_looptest_seen_update *update = context;
-	uint64_t last_seen = 0;
-	unsigned int i;
+	time_t last_seen;
 
 	/* payload: the time the fingerprint was last seen, big-endian */
 	if (old != NULL && old->payload_size == sizeof(uint64_t)) {
-		for (i = 0; i < sizeof(uint64_t); i++)
-			last_seen = (last_seen << 8) | old->payload[i];
-		update->duplicate = ((time_t)last_seen + update->period > now);
+		last_seen = (time_t)be64_to_cpu_unaligned(old->payload);
+		update->duplicate = (last_seen + update->period > now);
 	}
 
 	/* Seen again: the period starts anew, so a loop that keeps going
 	   keeps being caught. */
-	last_seen = now;
-	for (i = 0; i < sizeof(uint64_t); i++) {
-		buffer_append_c(new_payload,
-				(last_seen >> (8 * (sizeof(uint64_t) - 1 - i)))
-				& 0xff);
-	}
+	cpu64_to_be_unaligned((uint64_t)now,
+		buffer_append_space_unsafe(new_payload, sizeof(uint64_t)));
 	*expires_r = now + update->period;
 	if (old != NULL && old->expires > *expires_r)
 		*expires_r = old->expires;
