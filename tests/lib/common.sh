@@ -39,6 +39,14 @@ CONF
 	chown "$LG_USER" "$LG_DIR/dovecot.conf" 2>/dev/null || true
 }
 
+# The scenarios' clock: lg_at SECONDS prints the libfaketime time SECONDS
+# after a fixed start, which lies ahead of any real clock the tests meet.
+LG_T0="2027-03-01 10:00:00"
+lg_at()
+{
+	date -u -d "$LG_T0 UTC + $1 seconds" '+%Y-%m-%d %H:%M:%S'
+}
+
 # Writes a message file: lg_message NAME FROM SUBJECT [EXTRA-HEADER...]
 # The body names the file, so every message has distinct content.
 lg_message()

@@ -5,8 +5,6 @@
 . "$(dirname "$0")/../lib/common.sh"
 lg_setup
 
-T0="2027-03-01 10:00:00"
-atm() { date -u -d "$T0 UTC + $1 seconds" '+%Y-%m-%d %H:%M:%S'; }
 
 lg_script default.sieve <<'SIEVE'
 require ["vnd.loopguard.looptest", "fileinto", "variables"];
@@ -16,38 +14,38 @@ SIEVE
 
 LG_SCENARIO="default checks"
 lg_message person "Alice <alice@example.com>" "Lunch?"
-lg_deliver default.sieve person "$(atm 1)" -f alice@example.com \
+lg_deliver default.sieve person "$(lg_at 1)" -f alice@example.com \
 	-r user@example.com
 lg_check "a person's message passes" "Inbox-" "$(lg_outcome)"
 lg_message bounce "Mail Delivery System <MAILER-DAEMON@mx.example.com>" \
 	"Undelivered Mail Returned to Sender" \
 	"Auto-Submitted: auto-replied" \
 	'Content-Type: multipart/report; report-type=delivery-status; boundary="b"'
-lg_deliver default.sieve bounce "$(atm 2)" -f MAILER-DAEMON@mx.example.com \
+lg_deliver default.sieve bounce "$(lg_at 2)" -f MAILER-DAEMON@mx.example.com \
 	-r user@example.com
 lg_check "a bounce is not dropped by a bare looptest" "Inbox-" \
 	"$(lg_outcome)"
 lg_message listpost "Bob <bob@example.com>" "[dev] release" \
 	"List-Id: <dev.lists.example.com>" "Precedence: list"
-lg_deliver default.sieve listpost "$(atm 3)" -f dev-bounces@lists.example.com \
+lg_deliver default.sieve listpost "$(lg_at 3)" -f dev-bounces@lists.example.com \
 	-r user@example.com
 lg_check "a list post is not dropped by a bare looptest" "Inbox-" \
 	"$(lg_outcome)"
 lg_message xloop "Robot <robot@example.net>" "ticket" \
 	"X-Loop: user@example.com"
-lg_deliver default.sieve xloop "$(atm 4)" -f robot@example.net \
+lg_deliver default.sieve xloop "$(lg_at 4)" -f robot@example.net \
 	-r user@example.com
 lg_check "X-Loop with the user's address is a loop" "Loop-marker" \
 	"$(lg_outcome)"
 lg_message dlvto "Robot <robot@example.net>" "again" \
 	"Delivered-To: user@example.com" "Delivered-To: user@example.com"
-lg_deliver default.sieve dlvto "$(atm 5)" -f robot@example.net \
+lg_deliver default.sieve dlvto "$(lg_at 5)" -f robot@example.net \
 	-r user@example.com
 lg_check "the user twice in Delivered-To is a loop" "Loop-marker" \
 	"$(lg_outcome)"
 lg_message redirected "Robot <robot@example.net>" "fwd" \
 	"X-Sieve-Redirected-From: USER@example.com"
-lg_deliver default.sieve redirected "$(atm 6)" -f robot@example.net \
+lg_deliver default.sieve redirected "$(lg_at 6)" -f robot@example.net \
 	-r user@example.com
 lg_check "X-Sieve-Redirected-From with the user's address is a loop" \
 	"Loop-marker" "$(lg_outcome)"
@@ -56,7 +54,7 @@ for i in $(seq 1 30); do
 	hdrs+=("Received: from hop$i.example.net by hop$((i+1)).example.net; Mon, 23 Nov 2026 10:00:00 +0000")
 done
 lg_message hops30 "Robot <robot@example.net>" "far" "${hdrs[@]}"
-lg_deliver default.sieve hops30 "$(atm 7)" -f robot@example.net \
+lg_deliver default.sieve hops30 "$(lg_at 7)" -f robot@example.net \
 	-r user@example.com
 lg_check "30 Received headers reach the default threshold" "Loop-hops" \
 	"$(lg_outcome)"
@@ -67,7 +65,7 @@ require ["vnd.loopguard.looptest", "fileinto"];
 if looptest :checks "hops" :hops 31 { fileinto "Loop"; stop; }
 fileinto "Inbox";
 SIEVE
-lg_deliver hops.sieve hops30 "$(atm 8)" -f robot@example.net
+lg_deliver hops.sieve hops30 "$(lg_at 8)" -f robot@example.net
 lg_check ":hops raises the threshold" "Inbox" "$(lg_outcome)"
 lg_script addresses.sieve <<'SIEVE'
 require ["vnd.loopguard.looptest", "fileinto"];
@@ -77,7 +75,7 @@ if looptest :checks "marker" :addresses ["help@example.org", "Desk@Example.org"]
 fileinto "Inbox";
 SIEVE
 lg_message xloop2 "Robot <robot@example.net>" "t" "X-Loop: desk@example.org"
-lg_deliver addresses.sieve xloop2 "$(atm 9)" -f robot@example.net \
+lg_deliver addresses.sieve xloop2 "$(lg_at 9)" -f robot@example.net \
 	-r user@example.com
 lg_check ":addresses adds the user's addresses" "Loop" "$(lg_outcome)"
 lg_script auto.sieve <<'SIEVE'
@@ -85,10 +83,10 @@ require ["vnd.loopguard.looptest", "fileinto", "variables"];
 if looptest :checks "auto" :reasons "why" { fileinto "Auto-${why}"; stop; }
 fileinto "Person";
 SIEVE
-lg_deliver auto.sieve bounce "$(atm 10)" -f MAILER-DAEMON@mx.example.com
+lg_deliver auto.sieve bounce "$(lg_at 10)" -f MAILER-DAEMON@mx.example.com
 lg_check ":reasons lists the fired checks in order" \
 	"Auto-auto-submitted bounce system" "$(lg_outcome)"
-lg_deliver auto.sieve person "$(atm 11)" -f alice@example.com
+lg_deliver auto.sieve person "$(lg_at 11)" -f alice@example.com
 lg_check "a person's message fires no auto check" "Person" "$(lg_outcome)"
 lg_script self.sieve <<'SIEVE'
 require ["vnd.loopguard.looptest", "fileinto"];
@@ -97,7 +95,7 @@ if looptest :checks "self" { fileinto "Self"; stop; }
 fileinto "Inbox";
 SIEVE
 lg_message selfmail "Desk <desk@example.org>" "note to self"
-lg_deliver self.sieve selfmail "$(atm 12)" -f desk@example.org \
+lg_deliver self.sieve selfmail "$(lg_at 12)" -f desk@example.org \
 	-r desk@example.org
 lg_check "self is opt-in and fires when named" "Self" "$(lg_outcome)"
 
@@ -111,20 +109,20 @@ SIEVE
 lg_message d1 "Robot <robot@example.net>" "Same" "Message-ID: <a@x>"
 lg_message d2 "Robot <ROBOT@example.net>" "Same" "Message-ID: <b@x>"
 sed -i 's/This is message d2./This is message d1./' "$LG_DIR/msgs/d2"
-lg_deliver dup.sieve d1 "$(atm 100)" -f robot@example.net
+lg_deliver dup.sieve d1 "$(lg_at 100)" -f robot@example.net
 lg_check "the first sighting is not a duplicate (even when tested twice)" \
 	"Inbox" "$(lg_outcome)"
-lg_deliver dup.sieve d2 "$(atm 200)" -f robot@example.net
+lg_deliver dup.sieve d2 "$(lg_at 200)" -f robot@example.net
 lg_check "same From/Subject/Date/body with a new Message-ID is one" \
 	"Dup" "$(lg_outcome)"
-lg_deliver dup.sieve d1 "$(atm 700)" -f robot@example.net
+lg_deliver dup.sieve d1 "$(lg_at 700)" -f robot@example.net
 lg_check "seen again within the period (it restarts on every sighting)" \
 	"Dup" "$(lg_outcome)"
-lg_deliver dup.sieve d1 "$(atm 1601)" -f robot@example.net
+lg_deliver dup.sieve d1 "$(lg_at 1601)" -f robot@example.net
 lg_check "not a duplicate once the period has passed" "Inbox" \
 	"$(lg_outcome)"
 lg_message d3 "Robot <robot@example.net>" "Same" "Message-ID: <c@x>"
-lg_deliver dup.sieve d3 "$(atm 1602)" -f robot@example.net
+lg_deliver dup.sieve d3 "$(lg_at 1602)" -f robot@example.net
 lg_check "another body is another message" "Inbox" "$(lg_outcome)"
 lg_script dupconc.sieve <<'SIEVE'
 require ["vnd.loopguard.looptest", "fileinto"];
@@ -159,14 +157,14 @@ lg_check "after a successful delivery, a copy is a duplicate" "Dup" \
 	"$(lg_outcome)"
 
 LG_SCENARIO="logging"
-lg_deliver default.sieve xloop "$(atm 2000)" -f robot@example.net \
+lg_deliver default.sieve xloop "$(lg_at 2000)" -f robot@example.net \
 	-r user@example.com
 lg_check "one log line per firing" 1 \
 	"$(printf '%s\n' "$LG_OUT" | grep -c 'loopguard: looptest fired')"
 lg_check_match "the line names user, reasons and Message-ID" \
 	"looptest fired: user=$LG_USER, .*reasons=marker" "$LG_OUT"
 lg_message person2 "Alice <alice@example.com>" "Dinner?"
-lg_deliver default.sieve person2 "$(atm 2001)" -f alice@example.com \
+lg_deliver default.sieve person2 "$(lg_at 2001)" -f alice@example.com \
 	-r user@example.com
 lg_check "no log line when nothing fired" 0 \
 	"$(printf '%s\n' "$LG_OUT" | grep -c 'loopguard: looptest fired')"

@@ -5,9 +5,6 @@
 . "$(dirname "$0")/../lib/common.sh"
 lg_setup
 
-T0="2027-03-01 10:00"
-at() { printf '%s:%02d' "$T0" "$1"; }	# seconds within the first minute
-atm() { date -u -d "$T0 UTC + $1 seconds" '+%Y-%m-%d %H:%M:%S'; }
 
 # Each message has its own Message-ID unless the caller gives one.
 msg() {
@@ -26,16 +23,16 @@ LG_SCENARIO="sliding window"
 for i in 1 2 3 4 5 6; do msg "w$i" "Sender@Example.COM"; done
 out=""
 for i in 1 2 3 4; do
-	lg_deliver limit.sieve "w$i" "$(atm $((i * 10)))" -f sender@example.com
+	lg_deliver limit.sieve "w$i" "$(lg_at $((i * 10)))" -f sender@example.com
 	out="$out $(lg_outcome)"
 done
 lg_check "3 pass, the 4th within 60s is over" " Under Under Under Over" "$out"
 # at t=71 the message of t=10 has left, but t=20,30 and the over-limit one
 # of t=40 are still in: strict counting keeps it over
-lg_deliver limit.sieve w5 "$(atm 71)" -f sender@example.com
+lg_deliver limit.sieve w5 "$(lg_at 71)" -f sender@example.com
 lg_check "over-limit messages are counted too" "Over" "$(lg_outcome)"
 # at t=131 only the message of t=71 is within the window
-lg_deliver limit.sieve w6 "$(atm 131)" -f sender@example.com
+lg_deliver limit.sieve w6 "$(lg_at 131)" -f sender@example.com
 lg_check "false again once the window has passed" "Under" "$(lg_outcome)"
 
 LG_SCENARIO="count 0"
@@ -47,7 +44,7 @@ SIEVE
 out=""
 for i in 1 2 3; do
 	msg "z$i" "z@example.com"
-	lg_deliver off.sieve "z$i" "$(atm 1)"
+	lg_deliver off.sieve "z$i" "$(lg_at 1)"
 	out="$out $(lg_outcome)"
 done
 lg_check ":count 0 is always false" " Under Under Under" "$out"
@@ -61,15 +58,15 @@ SIEVE
 out=""
 for i in 1 2 3; do
 	msg "l$i" "locked@example.com"
-	lg_deliver lock.sieve "l$i" "$(atm $i)" -f locked@example.com
+	lg_deliver lock.sieve "l$i" "$(lg_at $i)" -f locked@example.com
 	out="$out $(lg_outcome)"
 done
 lg_check "the 3rd exceeds and locks" " Under Under Over" "$out"
 msg l4 "locked@example.com"
-lg_deliver lock.sieve l4 "$(atm 200)" -f locked@example.com
+lg_deliver lock.sieve l4 "$(lg_at 200)" -f locked@example.com
 lg_check "still locked 200s later at a low rate" "Over" "$(lg_outcome)"
 msg l5 "locked@example.com"
-lg_deliver lock.sieve l5 "$(atm 304)" -f locked@example.com
+lg_deliver lock.sieve l5 "$(lg_at 304)" -f locked@example.com
 lg_check "released after the lock" "Under" "$(lg_outcome)"
 
 LG_SCENARIO="noupdate"
@@ -79,13 +76,13 @@ if ratelimit :count 2 :seconds 60 :noupdate { fileinto "Would"; stop; }
 fileinto "Fine";
 SIEVE
 for i in 1 2 3 4 5; do msg "n$i" "peek@example.com"; done
-lg_deliver noupdate.sieve n1 "$(atm 1)" -f peek@example.com
-lg_deliver noupdate.sieve n2 "$(atm 2)" -f peek@example.com
-lg_deliver noupdate.sieve n3 "$(atm 3)" -f peek@example.com
+lg_deliver noupdate.sieve n1 "$(lg_at 1)" -f peek@example.com
+lg_deliver noupdate.sieve n2 "$(lg_at 2)" -f peek@example.com
+lg_deliver noupdate.sieve n3 "$(lg_at 3)" -f peek@example.com
 lg_check "noupdate records nothing" "Fine" "$(lg_outcome)"
-lg_deliver limit.sieve n1 "$(atm 4)" -f peek@example.com
-lg_deliver limit.sieve n2 "$(atm 5)" -f peek@example.com
-lg_deliver noupdate.sieve n4 "$(atm 6)" -f peek@example.com
+lg_deliver limit.sieve n1 "$(lg_at 4)" -f peek@example.com
+lg_deliver limit.sieve n2 "$(lg_at 5)" -f peek@example.com
+lg_deliver noupdate.sieve n4 "$(lg_at 6)" -f peek@example.com
 lg_check "true when this message would exceed" "Would" "$(lg_outcome)"
 
 LG_SCENARIO="keys"
@@ -96,8 +93,8 @@ if ratelimit :handle "b" :count 2 :seconds 60 { fileinto "B-over"; stop; }
 fileinto "Under";
 SIEVE
 msg h1 "h@example.com"; msg h2 "h@example.com"
-lg_deliver handles.sieve h1 "$(atm 1)" -f h@example.com
-lg_deliver handles.sieve h2 "$(atm 2)" -f h@example.com
+lg_deliver handles.sieve h1 "$(lg_at 1)" -f h@example.com
+lg_deliver handles.sieve h2 "$(lg_at 2)" -f h@example.com
 lg_check ":handle keeps counters apart" "A-over" "$(lg_outcome)"
 
 lg_script varkey.sieve <<'SIEVE'
@@ -111,10 +108,10 @@ SIEVE
 msg k1 "a1@example.com" "X-Ticket: 42"
 msg k2 "a2@example.com" "X-Ticket: 42"
 msg k3 "a3@example.com" "X-Ticket: 43"
-lg_deliver varkey.sieve k1 "$(atm 1)" -f a1@example.com
-lg_deliver varkey.sieve k2 "$(atm 2)" -f a2@example.com
+lg_deliver varkey.sieve k1 "$(lg_at 1)" -f a1@example.com
+lg_deliver varkey.sieve k2 "$(lg_at 2)" -f a2@example.com
 lg_check ":key expands variables (same ticket)" "Over" "$(lg_outcome)"
-lg_deliver varkey.sieve k3 "$(atm 3)" -f a3@example.com
+lg_deliver varkey.sieve k3 "$(lg_at 3)" -f a3@example.com
 lg_check ":key expands variables (other ticket)" "Under" "$(lg_outcome)"
 
 lg_script onekey.sieve <<'SIEVE'
@@ -123,11 +120,11 @@ if ratelimit :count 1 :seconds 60 :handle "default" { fileinto "Over"; stop; }
 fileinto "Under";
 SIEVE
 msg d1 "someone@else.example" ; msg d2 "another@else.example"
-lg_deliver onekey.sieve d1 "$(atm 1)" -f Robot@Example.ORG
-lg_deliver onekey.sieve d2 "$(atm 2)" -f robot@example.org
+lg_deliver onekey.sieve d1 "$(lg_at 1)" -f Robot@Example.ORG
+lg_deliver onekey.sieve d2 "$(lg_at 2)" -f robot@example.org
 lg_check "default key: envelope sender, lower-cased" "Over" "$(lg_outcome)"
 msg d3 "Robot@Example.ORG"
-lg_deliver onekey.sieve d3 "$(atm 3)" -f other@example.org
+lg_deliver onekey.sieve d3 "$(lg_at 3)" -f other@example.org
 lg_check "default key ignores From when there is a sender" "Under" \
 	"$(lg_outcome)"
 
@@ -144,28 +141,28 @@ lg_message r2 "t@example.com" "Re: printer" "Message-ID: <r2@t>" \
 	"References: <root-a@t> <r1@t>" "In-Reply-To: <other@t>"
 lg_message r3 "t@example.com" "Re: printer" "Message-ID: <r3@t>" \
 	"References: <root-b@t>"
-lg_deliver thread.sieve r1 "$(atm 1)" -f t@example.com
-lg_deliver thread.sieve r2 "$(atm 2)" -f t@example.com
+lg_deliver thread.sieve r1 "$(lg_at 1)" -f t@example.com
+lg_deliver thread.sieve r2 "$(lg_at 2)" -f t@example.com
 lg_check "same References root is one thread" "Flood" "$(lg_outcome)"
-lg_deliver thread.sieve r3 "$(atm 3)" -f t@example.com
+lg_deliver thread.sieve r3 "$(lg_at 3)" -f t@example.com
 lg_check "another References root is another thread" "Ok" "$(lg_outcome)"
 # In-Reply-To when there are no References
 lg_message i1 "t@example.com" "x" "Message-ID: <i1@t>" "In-Reply-To: <p@t>"
 lg_message i2 "t@example.com" "y" "Message-ID: <i2@t>" "In-Reply-To: <p@t>"
-lg_deliver thread.sieve i1 "$(atm 4)" -f t@example.com
-lg_deliver thread.sieve i2 "$(atm 5)" -f t@example.com
+lg_deliver thread.sieve i1 "$(lg_at 4)" -f t@example.com
+lg_deliver thread.sieve i2 "$(lg_at 5)" -f t@example.com
 lg_check "In-Reply-To identifies the thread" "Flood" "$(lg_outcome)"
 # own Message-ID: a retransmission with a new body is the same thread
 lg_message o1 "t@example.com" "z1" "Message-ID: <own@t>"
 lg_message o2 "t@example.com" "z2" "Message-ID: <own2@t>"
-lg_deliver thread.sieve o1 "$(atm 6)" -f t@example.com
-lg_deliver thread.sieve o2 "$(atm 7)" -f t@example.com
+lg_deliver thread.sieve o1 "$(lg_at 6)" -f t@example.com
+lg_deliver thread.sieve o2 "$(lg_at 7)" -f t@example.com
 lg_check "a new Message-ID is a new thread" "Ok" "$(lg_outcome)"
 # Subject when there are no message-ids at all
 lg_message s1 "t@example.com" "Printer broken"
 lg_message s2 "t@example.com" "Re: AW: printer   broken"
-lg_deliver thread.sieve s1 "$(atm 8)" -f t@example.com
-lg_deliver thread.sieve s2 "$(atm 9)" -f t@example.com
+lg_deliver thread.sieve s1 "$(lg_at 8)" -f t@example.com
+lg_deliver thread.sieve s2 "$(lg_at 9)" -f t@example.com
 lg_check "normalized Subject identifies the thread" "Flood" "$(lg_outcome)"
 
 LG_SCENARIO="once per message"
@@ -176,13 +173,13 @@ if ratelimit :count 1 :seconds 60 :handle "twice" { fileinto "Second-over"; stop
 fileinto "Under";
 SIEVE
 msg o1 "once@example.com"; msg o2 "once@example.com"
-lg_deliver twice.sieve o1 "$(atm 1)" -f once@example.com
+lg_deliver twice.sieve o1 "$(lg_at 1)" -f once@example.com
 lg_check "twice in one script counts once" "Under" "$(lg_outcome)"
-lg_deliver twice.sieve o1 "$(atm 2)" -f once@example.com
+lg_deliver twice.sieve o1 "$(lg_at 2)" -f once@example.com
 lg_check "a second delivery counts once" "Under" "$(lg_outcome)"
-lg_deliver twice.sieve o2 "$(atm 3)" -f once@example.com
+lg_deliver twice.sieve o2 "$(lg_at 3)" -f once@example.com
 lg_check "another message is counted" "First-over" "$(lg_outcome)"
-lg_deliver twice.sieve o2 "$(atm 4)" -f once@example.com
+lg_deliver twice.sieve o2 "$(lg_at 4)" -f once@example.com
 lg_check "and gets the same answer again" "First-over" "$(lg_outcome)"
 
 LG_SCENARIO="concurrency"
@@ -244,10 +241,10 @@ if ratelimit :handle "logged" :count 1 :seconds 60 :lock 600 { fileinto "Over"; 
 fileinto "Under";
 SIEVE
 msg g1 "log@example.com"; msg g2 "log@example.com"
-lg_deliver logged.sieve g1 "$(atm 1)" -f log@example.com
+lg_deliver logged.sieve g1 "$(lg_at 1)" -f log@example.com
 lg_check "no log line while under the limit" 0 \
 	"$(printf '%s\n' "$LG_OUT" | grep -c 'loopguard: ratelimit fired')"
-lg_deliver logged.sieve g2 "$(atm 2)" -f log@example.com
+lg_deliver logged.sieve g2 "$(lg_at 2)" -f log@example.com
 lg_check "one log line when true" 1 \
 	"$(printf '%s\n' "$LG_OUT" | grep -c 'loopguard: ratelimit fired')"
 lg_check_match "the line names user, handle, key, count, window, lock, id" \
@@ -295,13 +292,13 @@ fileinto "Under";
 SIEVE
 for i in $(seq 1 30); do msg "x$i" "exp$i@example.com"; done
 for i in $(seq 1 30); do
-	lg_deliver expire.sieve "x$i" "$(atm 1)" -f "exp$i@example.com"
+	lg_deliver expire.sieve "x$i" "$(lg_at 1)" -f "exp$i@example.com"
 done
 before=$(mdb_dump -p -n -s records "$LG_STATE" | grep -c 'exp')
 # two hours later the windows are long over; ordinary traffic sweeps them
 for i in $(seq 1 10); do
 	msg "y$i" "later$i@example.com"
-	lg_deliver expire.sieve "y$i" "$(atm 7200)" -f "later$i@example.com"
+	lg_deliver expire.sieve "y$i" "$(lg_at 7200)" -f "later$i@example.com"
 done
 after=$(mdb_dump -p -n -s records "$LG_STATE" | grep -c 'exp[0-9]')
 lg_check "30 keys were stored" 1 "$([ "$before" -ge 30 ] && echo 1 || echo 0)"

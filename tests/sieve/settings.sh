@@ -4,8 +4,6 @@
 . "$(dirname "$0")/../lib/common.sh"
 lg_setup
 
-T0="2027-03-01 10:00:00"
-atm() { date -u -d "$T0 UTC + $1 seconds" '+%Y-%m-%d %H:%M:%S'; }
 
 lg_script defaults.sieve <<'SIEVE'
 require ["vnd.loopguard.ratelimit", "vnd.loopguard.looptest", "fileinto"];
@@ -21,7 +19,7 @@ done
 run_n() {
 	local n=$1 i
 	for i in $(seq 1 "$n"); do
-		lg_deliver defaults.sieve "m$i" "$(atm "$i")" -f s@example.com
+		lg_deliver defaults.sieve "m$i" "$(lg_at "$i")" -f s@example.com
 	done
 	lg_outcome
 }
@@ -36,7 +34,7 @@ rm -rf "$LG_DIR/state"/*
 lg_config "  sieve_loopguard_ratelimit_count = lots"
 lg_check "an invalid count falls back to 23: the 23rd passes" "Under" \
 	"$(run_n 23)"
-lg_deliver defaults.sieve m24 "$(atm 24)" -f s@example.com
+lg_deliver defaults.sieve m24 "$(lg_at 24)" -f s@example.com
 lg_check "the 24th is over" "Over" "$(lg_outcome)"
 lg_check_match "and a warning names the setting" \
 	"[Ww]arning: .*sieve_loopguard_ratelimit_count" "$LG_OUT"
