@@ -5,7 +5,6 @@
 . "$(dirname "$0")/../lib/common.sh"
 lg_setup
 
-
 lg_script default.sieve <<'SIEVE'
 require ["vnd.loopguard.looptest", "fileinto", "variables"];
 if looptest :reasons "why" { fileinto "Loop-${why}"; stop; }

@@ -5,7 +5,6 @@
 . "$(dirname "$0")/../lib/common.sh"
 lg_setup
 
-
 # Each message has its own Message-ID unless the caller gives one.
 msg() {
 	local name=$1 from=$2

@@ -4,7 +4,6 @@
 . "$(dirname "$0")/../lib/common.sh"
 lg_setup
 
-
 lg_script defaults.sieve <<'SIEVE'
 require ["vnd.loopguard.ratelimit", "vnd.loopguard.looptest", "fileinto"];
 if looptest :checks "hops" { fileinto "Hops"; stop; }
