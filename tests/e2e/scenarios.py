@@ -381,6 +381,13 @@ def s_flood(ctx):
     ctx.facts.update(user=u.address, msgs_in=len(msgs),
                      stored=len(u.stored()),
                      discarded=len(msgs) - len(u.stored()), fired=fired)
+    if ctx.demo:
+        # what the administrator sees: doveadm loopguard list
+        rc, table, err = ctx.dc.loopguard("list", u, fmt="flow")
+        check(rc == 0 and "flood@remote.test" in table,
+              "doveadm loopguard list -u %s: exit %d, %s%s"
+              % (u.address, rc, table, err))
+        ctx.facts.update(doveadm_list=table)
 
 
 @scenario("people")
@@ -1058,6 +1065,13 @@ def narrate(name, ctx):
                   "the Dovecot log; the last one" % n)
             print("               sets the time: each message over the "
                   "limit pushes the lock further)")
+        if "doveadm_list" in f:
+            print("  What the administrator sees, `doveadm -f flow loopguard list "
+                  "-u %s`:" % f["user"])
+            for line in f["doveadm_list"].rstrip().splitlines():
+                print("      " + line)
+            print("  (`doveadm loopguard unblock -u %s flood@remote.test` "
+                  "lets the sender in again.)" % f["user"])
 
 
 def main():
