@@ -4,8 +4,6 @@
 #include <time.h>
 #include "array.h"
 #include "buffer.h"
-#include "byteorder.h"
-#include "hex-binary.h"
 #include "str.h"
 #include "str-sanitize.h"
 
@@ -18,8 +16,6 @@
 #include "sieve-generator.h"
 #include "sieve-interpreter.h"
 #include "sieve-message.h"
-#include "sieve-actions.h"
-#include "sieve-result.h"
 #include "sieve-runtime.h"
 #include "sieve-runtime-trace.h"
 #include "sieve-execute.h"
@@ -31,6 +27,7 @@
 #include "loopguard-runtime.h"
 #include "loopguard-tags.h"
 #include "looptest-checks.h"
+#include "looptest-duplicate.h"
 #include "ext-looptest-common.h"
 
 /* Looptest test
@@ -355,146 +352,6 @@ tst_looptest_operation_dump(const struct sieve_dumptime_env *denv,
  * Code execution
  */
 
-/* What this execution already answered for the duplicate check, so that a
-   second looptest on the same message does not find its own record. */
-struct tst_looptest_message_context {
-	bool duplicate_checked;
-	bool duplicate;
-};
-
-struct tst_looptest_seen_update {
-	unsigned int period;
-	bool duplicate;
-};
-
-/*
- * Forget-fingerprint action
- */
-
-/* A fingerprint is recorded when it is checked, so that of concurrent
-   deliveries of one message exactly one is new. Should this delivery then
-   fail and be retried, the retry must not be taken for a duplicate of
-   itself and discarded: the record is removed again. */
-
-struct act_looptest_forget_data {
-	const char *key;
-};
-
-static void
-act_looptest_forget_print(const struct sieve_action *action,
-			  const struct sieve_result_print_env *rpenv,
-			  bool *keep ATTR_UNUSED)
-{
-	const struct act_looptest_forget_data *data = action->context;
-
-	sieve_result_action_printf(rpenv,
-		"remember looptest fingerprint %.16s (unless delivery fails)",
-		data->key);
-}
-
-static void
-act_looptest_forget_finish(const struct sieve_action_exec_env *aenv,
-			   void *tr_context ATTR_UNUSED, int status)
-{
-	const struct act_looptest_forget_data *data = aenv->action->context;
-	const struct loopguard_context *ctx = aenv->action->ext->context;
-	const char *error;
-
-	if (status == SIEVE_EXEC_OK || ctx->db == NULL)
-		return;
-	if (loopguard_db_delete(ctx->db, LOOPGUARD_DB_KIND_SEEN, "",
-				data->key, &error) < 0) {
-		e_warning(aenv->event, "looptest: failed to forget the "
-			  "fingerprint of a failed delivery: %s", error);
-	}
-}
-
-static const struct sieve_action_def act_looptest_forget = {
-	.name = "looptest_forget",
-	.print = act_looptest_forget_print,
-	.finish = act_looptest_forget_finish,
-};
-
-static bool
-tst_looptest_seen_update(const struct loopguard_db_record *old, time_t now,
-			 buffer_t *new_payload, time_t *expires_r,
-			 void *context)
-{
-	struct tst_looptest_seen_update *update = context;
-	time_t last_seen;
-
-	/* payload: the time the fingerprint was last seen, big-endian */
-	if (old != NULL && old->payload_size == sizeof(uint64_t)) {
-		last_seen = (time_t)be64_to_cpu_unaligned(old->payload);
-		update->duplicate = (last_seen + update->period > now);
-	}
-
-	/* Seen again: the period starts anew, so a loop that keeps going
-	   keeps being caught. */
-	cpu64_to_be_unaligned((uint64_t)now,
-		buffer_append_space_unsafe(new_payload, sizeof(uint64_t)));
-	*expires_r = now + update->period;
-	if (old != NULL && old->expires > *expires_r)
-		*expires_r = old->expires;
-	return TRUE;
-}
-
-static int
-tst_looptest_check_duplicate(const struct sieve_runtime_env *renv,
-			     const struct looptest_result *result,
-			     unsigned int period, bool *duplicate_r)
-{
-	const struct sieve_extension *ext = renv->oprtn->ext;
-	struct tst_looptest_message_context *mctx;
-	struct tst_looptest_seen_update update;
-	struct loopguard_db *db;
-	const char *key, *error;
-	int ret;
-
-	*duplicate_r = FALSE;
-	mctx = (struct tst_looptest_message_context *)
-		sieve_message_context_extension_get(renv->msgctx, ext);
-	if (mctx != NULL && mctx->duplicate_checked) {
-		*duplicate_r = mctx->duplicate;
-		return SIEVE_EXEC_OK;
-	}
-
-	if ((ret = loopguard_runtime_get_db(renv, "looptest",
-					    &db)) != SIEVE_EXEC_OK ||
-	    db == NULL)
-		return ret;
-
-	key = binary_to_hex(result->fingerprint, sizeof(result->fingerprint));
-	i_zero(&update);
-	update.period = period;
-	if (loopguard_db_update(db, LOOPGUARD_DB_KIND_SEEN, "", key,
-				time(NULL), tst_looptest_seen_update, &update,
-				&error) < 0)
-		return loopguard_runtime_state_error(renv, "looptest", error);
-
-	if (!update.duplicate) {
-		pool_t pool = sieve_result_pool(renv->result);
-		struct act_looptest_forget_data *act;
-
-		act = p_new(pool, struct act_looptest_forget_data, 1);
-		act->key = p_strdup(pool, key);
-		if (sieve_result_add_action(renv, ext, NULL,
-					    &act_looptest_forget, NULL, act,
-					    0, FALSE) < 0)
-			return SIEVE_EXEC_FAILURE;
-	}
-
-	if (mctx == NULL) {
-		mctx = p_new(sieve_message_context_pool(renv->msgctx),
-			     struct tst_looptest_message_context, 1);
-		sieve_message_context_extension_set(renv->msgctx, ext, mctx);
-	}
-	mctx->duplicate_checked = TRUE;
-	mctx->duplicate = update.duplicate;
-	*duplicate_r = update.duplicate;
-	return SIEVE_EXEC_OK;
-}
-
 static int
 tst_looptest_set_reasons(const struct sieve_runtime_env *renv,
 			 struct sieve_variable_storage *storage,
@@ -604,9 +461,9 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 		return ret;
 
 	if ((checks & LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE)) != 0) {
-		ret = tst_looptest_check_duplicate(renv, &result,
-						   (unsigned int)seconds,
-						   &duplicate);
+		ret = looptest_duplicate_check(renv, result.fingerprint,
+					       (unsigned int)seconds,
+					       &duplicate);
 		if (ret != SIEVE_EXEC_OK)
 			return ret;
 		if (duplicate) {

@@ -104,6 +104,11 @@ lg_outcome()
 		printf '%s\n' "$LG_OUT" |
 			sed -n 's/.*store message in folder: \(.*\)$/\1/p' |
 			head -n 1
+	elif printf '%s\n' "$LG_OUT" | grep -q 'fileinto action: stored mail'; then
+		# executed with -e
+		printf '%s\n' "$LG_OUT" |
+			sed -n "s/.*fileinto action: stored mail into mailbox '\([^']*\)'.*/\1/p" |
+			head -n 1
 	elif printf '%s\n' "$LG_OUT" | grep -qi 'discard'; then
 		echo discard
 	else

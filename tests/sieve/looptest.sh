@@ -100,44 +100,54 @@ lg_check "self is opt-in and fires when named" "Self" "$(lg_outcome)"
 
 LG_SCENARIO="duplicate"
 lg_script dup.sieve <<'SIEVE'
-require ["vnd.loopguard.looptest", "fileinto"];
-if looptest :checks "duplicate" :seconds 600 { fileinto "Dup"; stop; }
-if looptest :checks "duplicate" :seconds 600 { fileinto "Dup-second"; stop; }
-fileinto "Inbox";
+require ["vnd.loopguard.looptest", "fileinto", "mailbox"];
+if looptest :checks "duplicate" :seconds 600 { fileinto :create "Dup"; stop; }
+if looptest :checks "duplicate" :seconds 600 { fileinto :create "Dup-second"; stop; }
+fileinto :create "Inbox";
 SIEVE
 lg_message d1 "Robot <robot@example.net>" "Same" "Message-ID: <a@x>"
 lg_message d2 "Robot <ROBOT@example.net>" "Same" "Message-ID: <b@x>"
 sed -i 's/This is message d2./This is message d1./' "$LG_DIR/msgs/d2"
-lg_deliver dup.sieve d1 "$(lg_at 100)" -f robot@example.net
+lg_deliver dup.sieve d1 "$(lg_at 100)" -f robot@example.net -e
 lg_check "the first sighting is not a duplicate (even when tested twice)" \
 	"Inbox" "$(lg_outcome)"
-lg_deliver dup.sieve d2 "$(lg_at 200)" -f robot@example.net
+lg_deliver dup.sieve d2 "$(lg_at 200)" -f robot@example.net -e
 lg_check "same From/Subject/Date/body with a new Message-ID is one" \
 	"Dup" "$(lg_outcome)"
-lg_deliver dup.sieve d1 "$(lg_at 700)" -f robot@example.net
+lg_deliver dup.sieve d1 "$(lg_at 700)" -f robot@example.net -e
 lg_check "seen again within the period (it restarts on every sighting)" \
 	"Dup" "$(lg_outcome)"
-lg_deliver dup.sieve d1 "$(lg_at 1601)" -f robot@example.net
+lg_deliver dup.sieve d1 "$(lg_at 1601)" -f robot@example.net -e
 lg_check "not a duplicate once the period has passed" "Inbox" \
 	"$(lg_outcome)"
 lg_message d3 "Robot <robot@example.net>" "Same" "Message-ID: <c@x>"
-lg_deliver dup.sieve d3 "$(lg_at 1602)" -f robot@example.net
+lg_deliver dup.sieve d3 "$(lg_at 1602)" -f robot@example.net -e
 lg_check "another body is another message" "Inbox" "$(lg_outcome)"
 lg_script dupconc.sieve <<'SIEVE'
-require ["vnd.loopguard.looptest", "fileinto"];
-if looptest :checks "duplicate" { fileinto "Dup"; stop; }
-fileinto "Inbox";
+require ["vnd.loopguard.looptest", "fileinto", "mailbox"];
+if looptest :checks "duplicate" { fileinto :create "Dup"; stop; }
+fileinto :create "Inbox";
 SIEVE
 lg_message same "Robot <robot@example.net>" "Concurrent" "Message-ID: <cc@x>"
 export -f lg_deliver lg_outcome
 export LG_DIR LG_USER LG_PLUGIN LG_FAKETIME_LIB
 seq 1 16 | xargs -P 8 -I{} bash -c \
-	'lg_deliver dupconc.sieve same "" -f robot@example.net; lg_outcome' \
+	'lg_deliver dupconc.sieve same "" -f robot@example.net -e; lg_outcome' \
 	> "$LG_DIR/dup.out"
-lg_check "16 concurrent copies: exactly one is new" 1 \
-	"$(grep -c '^Inbox$' "$LG_DIR/dup.out")"
-lg_check "16 concurrent copies: 15 duplicates" 15 \
-	"$(grep -c '^Dup$' "$LG_DIR/dup.out")"
+# Fingerprints are remembered when a delivery has succeeded, so copies that
+# overlap may all get through, but never may all be dropped, and every copy
+# is either delivered or caught.
+inbox=$(grep -c '^Inbox$' "$LG_DIR/dup.out")
+dups=$(grep -c '^Dup$' "$LG_DIR/dup.out")
+lg_check "16 concurrent copies: at least one is delivered" 1 \
+	"$([ "$inbox" -ge 1 ] && echo 1 || echo 0)"
+lg_check "16 concurrent copies: each delivered or caught" 16 \
+	"$((inbox + dups))"
+lg_deliver dupconc.sieve same "" -f robot@example.net -e
+lg_check "after they are done, a further copy is a duplicate" "Dup" \
+	"$(lg_outcome)"
+lg_check "the store survived the concurrent writers" 0 \
+	"$(ls "$LG_STATE".broken 2>/dev/null | wc -l)"
 
 # A delivery that fails after the check must not make its retry a duplicate.
 lg_message retry "Robot <robot@example.net>" "Retry me" "Message-ID: <rt@x>"
@@ -149,11 +159,42 @@ LG_OUT=$(cd "$LG_DIR" && runuser -u "$LG_USER" -- sieve-test \
 	-l "maildir:$LG_DIR/ro/mail" dupconc.sieve msgs/retry 2>&1)
 lg_check_match "a delivery into an unwritable mailbox fails" \
 	"failed|error" "$LG_OUT"
-lg_deliver dupconc.sieve retry "" -f robot@example.net
+lg_deliver dupconc.sieve retry "" -f robot@example.net -e
 lg_check "its retry is not a duplicate" "Inbox" "$(lg_outcome)"
-lg_deliver dupconc.sieve retry "" -f robot@example.net
+lg_deliver dupconc.sieve retry "" -f robot@example.net -e
 lg_check "after a successful delivery, a copy is a duplicate" "Dup" \
 	"$(lg_outcome)"
+
+# vnd.dovecot.filter replaces the message mid-script; testing again after
+# it must not find this delivery's own sighting.
+mkdir -p "$LG_DIR/bin"
+printf '#!/bin/sh\ncat\n' > "$LG_DIR/bin/same.sh"
+chmod 0755 "$LG_DIR/bin/same.sh"
+lg_script filtered.sieve <<'SIEVE'
+require ["vnd.loopguard.looptest", "vnd.dovecot.filter", "fileinto",
+	 "mailbox"];
+if looptest { fileinto :create "Dup-before"; stop; }
+filter "same.sh";
+if looptest { fileinto :create "Dup-after"; stop; }
+fileinto :create "Inbox";
+SIEVE
+lg_message filt "Robot <robot@example.net>" "Filter me" "Message-ID: <fl@x>"
+# vnd.dovecot.filter must be enabled in the config, which applies to the
+# plugins the config loads: both come from one plugin directory.
+mkdir -p "$LG_DIR/plugins"
+cp /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so \
+	"$(dirname "$LG_PLUGIN")/lib90_sieve_loopguard_plugin.so" \
+	"$LG_DIR/plugins/"
+lg_config "  sieve_plugins = sieve_extprograms sieve_loopguard
+  sieve_plugin_dir = $LG_DIR/plugins
+  sieve_extensions = +vnd.dovecot.filter
+  sieve_filter_bin_dir = $LG_DIR/bin"
+LG_CONFIG_PLUGIN=1 lg_deliver filtered.sieve filt "" -f robot@example.net -e
+lg_check "a message passed through filter is not its own duplicate" \
+	"Inbox" "$(lg_outcome)"
+LG_CONFIG_PLUGIN=1 lg_deliver filtered.sieve filt "" -f robot@example.net -e
+lg_check "but its next copy is" "Dup-before" "$(lg_outcome)"
+lg_config ""
 
 LG_SCENARIO="logging"
 lg_deliver default.sieve xloop "$(lg_at 2000)" -f robot@example.net \
