@@ -8,18 +8,25 @@
 #include "byteorder.h"
 #include "llist.h"
 #include "sha2.h"
+#include "fd-util.h"
+#include "str-sanitize.h"
 #include "loopguard-db.h"
 
 #include <stdio.h>
 #include <time.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <lmdb.h>
 
-#define LOOPGUARD_DB_RECORD_VERSION 1
+/* Version 2 widened the handle length from 2 to 4 bytes; version 1 values
+   are still read, and rewritten as version 2 by the next update. */
+#define LOOPGUARD_DB_RECORD_VERSION 2
+#define LOOPGUARD_DB_RECORD_VERSION_V1 1
 #define LOOPGUARD_DB_LOG_VERSION 1
 /* version byte, expires, handle length */
-#define LOOPGUARD_DB_RECORD_HEADER_SIZE (1 + 8 + 2)
+#define LOOPGUARD_DB_RECORD_HEADER_SIZE (1 + 8 + 4)
+#define LOOPGUARD_DB_RECORD_HEADER_SIZE_V1 (1 + 8 + 2)
 #define LOOPGUARD_DB_LOG_KEY_SIZE 8
 #define LOOPGUARD_DB_LOG_FIELD_COUNT 9
 /* Stored instead of handle+key when kind+handle+key is longer than LMDB's
@@ -47,6 +54,8 @@
 #define LOOPGUARD_DB_PURGE_SCAN_COUNT 1024
 #define LOOPGUARD_DB_PURGE_DELETE_COUNT 256
 #define LOOPGUARD_DB_MAX_RESIZE_RETRIES 3
+/* Opens retried when the lock file was replaced while LMDB opened it. */
+#define LOOPGUARD_DB_MAX_OPEN_RETRIES 3
 
 #define LOOPGUARD_DB_META_SWEEP "sweep"
 
@@ -55,7 +64,12 @@ struct loopguard_db_env {
 	struct loopguard_db_env *prev, *next;
 
 	char *path;
+	/* NULL once the environment broke and was closed */
 	MDB_env *env;
+	/* Our own descriptor of the lock file, open as long as env (closing
+	   it earlier would drop LMDB's fcntl() locks): it tells whether LMDB
+	   locked the current lock file, and moves a broken file aside. */
+	int lock_fd;
 	MDB_dbi records_dbi, log_dbi, meta_dbi;
 	pid_t pid;
 	unsigned int refcount;
@@ -69,7 +83,8 @@ struct loopguard_db_env {
 	bool registered:1;
 	/* inherited over fork(): on loopguard_db_inherited_envs */
 	bool inherited:1;
-	/* The data file was moved aside; only closing is left to do. */
+	/* The environment failed and is closed (env == NULL); the handles
+	   left only get closed. */
 	bool broken:1;
 
 	/* What the environment was opened for, so that an idle one is
@@ -167,9 +182,25 @@ static void loopguard_db_env_free(struct loopguard_db_env **_env)
 		return;
 	}
 	loopguard_db_env_unregister(env);
-	mdb_env_close(env->env);
+	/* the environment first: closing the lock file drops its locks */
+	if (env->env != NULL)
+		mdb_env_close(env->env);
+	i_close_fd(&env->lock_fd);
 	i_free(env->path);
 	i_free(env);
+}
+
+/* Takes a failed environment out of use at once: its handles fail from
+   now on, and the next open of the path gets a fresh environment, which
+   must not share this process's locks with a still open one. */
+static void loopguard_db_env_shut(struct loopguard_db_env *env)
+{
+	env->broken = TRUE;
+	loopguard_db_env_unregister(env);
+	if (env->env != NULL) {
+		mdb_env_close(env->env);
+		env->env = NULL;
+	}
 }
 
 /*
@@ -189,19 +220,90 @@ static bool loopguard_db_rc_is_corruption(int rc)
 		rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND;
 }
 
+static const char *loopguard_db_lock_path(const char *path)
+{
+	return t_strconcat(path, "-lock", NULL);
+}
+
+/* Whether fd is the file the lock path names now: a file moved aside
+   takes its lock file with it. Returns 1 if so, 0 if not, -1 on error. */
+static int
+loopguard_db_lock_is_current(const char *path, int fd, const char **error_r)
+{
+	const char *lock_path = loopguard_db_lock_path(path);
+	struct stat st_fd, st_path;
+
+	if (fstat(fd, &st_fd) < 0) {
+		*error_r = t_strdup_printf("loopguard db %s: fstat(%s) failed: %m",
+					   path, lock_path);
+		return -1;
+	}
+	if (stat(lock_path, &st_path) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = t_strdup_printf("loopguard db %s: stat(%s) failed: %m",
+					   path, lock_path);
+		return -1;
+	}
+	return st_fd.st_dev == st_path.st_dev &&
+		st_fd.st_ino == st_path.st_ino ? 1 : 0;
+}
+
 /* Moves a data file LMDB cannot use out of the way, so that the next open
-   starts a fresh store instead of failing (or crashing) on it forever. */
+   starts a fresh store instead of failing (or crashing) on it forever.
+
+   Other processes may have the file open, and a writer of theirs must not
+   end up excluded by another lock file than a new opener's. So the file
+   moves only under the exclusive lock LMDB takes on the first byte of the
+   lock file when nobody has it open (every open environment holds a read
+   lock there). This process must have closed its environment of the file:
+   its own locks would not conflict, and closing *lock_fd drops them. An
+   opener waiting meanwhile ends up with the unlinked lock file, which
+   loopguard_db_env_open() notices. Closes *lock_fd. */
 static const char *
-loopguard_db_move_aside(const char *path, const char *reason)
+loopguard_db_move_aside(const char *path, int *lock_fd, const char *reason)
 {
 	const char *broken_path = t_strconcat(path, ".broken", NULL);
-	const char *lock_path = t_strconcat(path, "-lock", NULL);
-	const char *lock_error = "";
+	const char *lock_path = loopguard_db_lock_path(path);
+	const char *error, *lock_error = "";
+	struct flock fl;
+	int ret;
+
+	i_zero(&fl);
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = 0;
+	fl.l_len = 1;
+	if (fcntl(*lock_fd, F_SETLK, &fl) < 0) {
+		if (errno == EAGAIN || errno == EACCES) {
+			error = t_strdup_printf(
+				"loopguard db %s: %s; the store is broken "
+				"and will be moved aside when no delivery "
+				"uses it", path, reason);
+		} else {
+			error = t_strdup_printf(
+				"loopguard db %s: %s; fcntl(%s) failed: %m",
+				path, reason, lock_path);
+		}
+		i_close_fd(lock_fd);
+		return error;
+	}
+	ret = loopguard_db_lock_is_current(path, *lock_fd, &error);
+	if (ret <= 0) {
+		i_close_fd(lock_fd);
+		if (ret < 0)
+			return t_strdup_printf("%s (%s)", error, reason);
+		/* another process moved it while we were looking */
+		return t_strdup_printf("loopguard db %s: %s; another process "
+				       "has moved it aside", path, reason);
+	}
 
 	if (rename(path, broken_path) < 0 && errno != ENOENT) {
-		return t_strdup_printf("loopguard db %s: %s; "
-				       "rename(%s) failed: %m",
-				       path, reason, broken_path);
+		error = t_strdup_printf("loopguard db %s: %s; "
+					"rename(%s) failed: %m",
+					path, reason, broken_path);
+		i_close_fd(lock_fd);
+		return error;
 	}
 	/* The lock file belongs to the old data file; a fresh one is made
 	   along with the fresh store. */
@@ -209,33 +311,31 @@ loopguard_db_move_aside(const char *path, const char *reason)
 		lock_error = t_strdup_printf(" (unlink(%s) failed: %m)",
 					     lock_path);
 	}
+	i_close_fd(lock_fd);
 	return t_strdup_printf("loopguard db %s: %s; moved it to %s, "
 			       "the next open starts a fresh store%s",
 			       path, reason, broken_path, lock_error);
 }
 
-/* Turns a failed MDB call into an error string, and takes the file out of
-   use when the failure says it is damaged. */
+/* Turns a failed MDB call into an error string, and takes the environment
+   (and the file, when the failure says it is damaged) out of use. */
 static const char *
 loopguard_db_failed(struct loopguard_db_env *env, const char *func, int rc)
 {
-	const char *error;
-
 	if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND) {
-		error = loopguard_db_move_aside(env->path,
+		/* Closes every handle's view of the file, and this process's
+		   locks on it, so that only other processes can keep the
+		   file from moving. */
+		loopguard_db_env_shut(env);
+		return loopguard_db_move_aside(env->path, &env->lock_fd,
 			t_strdup_printf("%s failed: %s", func,
 					mdb_strerror(rc)));
-		/* Other handles of this env fail from now on; the next open
-		   of the path gets a fresh env on the fresh file. */
-		env->broken = TRUE;
-		loopguard_db_env_unregister(env);
-		return error;
 	}
 	if (rc == MDB_PANIC) {
 		/* LMDB wants this env shut down; the file itself may be
 		   fine, so it stays where it is. */
-		env->broken = TRUE;
-		loopguard_db_env_unregister(env);
+		loopguard_db_env_shut(env);
+		i_close_fd(&env->lock_fd);
 	}
 	return loopguard_db_mdb_error(env->path, func, rc);
 }
@@ -372,7 +472,8 @@ loopguard_db_make_room(struct loopguard_db *db, time_t now,
 /* A write transaction with the map handling: MDB_MAP_RESIZED adopts the
    new size, MDB_MAP_FULL purges, grows and retries once. A func that only
    deletes may then also use the reserve. func may run more than once, so
-   it must not have side effects outside the transaction. */
+   it must not have side effects outside the transaction. Returns 0, -1, or
+   LOOPGUARD_DB_FULL when the map is at its limit with nothing expired. */
 static int
 loopguard_db_write(struct loopguard_db *db, time_t now, bool deletes_only,
 		   loopguard_db_txn_func_t *func, void *context,
@@ -405,15 +506,20 @@ loopguard_db_write(struct loopguard_db *db, time_t now, bool deletes_only,
 		return 0;
 	if (rc == MDB_MAP_FULL) {
 		MDB_envinfo info;
+		bool at_limit;
 
 		if (mdb_env_info(db->env->env, &info) != 0)
 			info.me_mapsize = 0;
+		/* Below the limit the map could not grow (address space?),
+		   or one retry was not enough: the next try may succeed. */
+		at_limit = info.me_mapsize >= db->env->soft_map_size;
 		*error_r = t_strdup_printf(
 			"loopguard db %s: %s failed: %s (map size %zu, "
-			"limit %zu, even after purging expired records)",
+			"limit %zu, even after purging expired records%s)",
 			db->env->path, func_name, mdb_strerror(rc),
-			info.me_mapsize, db->env->hard_map_size);
-		return -1;
+			info.me_mapsize, db->env->hard_map_size,
+			at_limit ? ": the store is full of live records" : "");
+		return at_limit ? LOOPGUARD_DB_FULL : -1;
 	}
 	*error_r = loopguard_db_failed(db->env, func_name, rc);
 	return -1;
@@ -456,14 +562,14 @@ loopguard_db_value_build(const char *handle, const char *key,
 	size_t handle_len = strlen(handle), key_len = strlen(key);
 	unsigned char *p;
 
-	i_assert(handle_len <= (uint16_t)-1);
+	i_assert(handle_len <= (uint32_t)-1);
 	i_assert(key_len <= (uint32_t)-1);
 
 	buffer_set_used_size(dest, 0);
 	p = buffer_append_space_unsafe(dest, LOOPGUARD_DB_RECORD_HEADER_SIZE);
 	p[0] = LOOPGUARD_DB_RECORD_VERSION;
 	cpu64_to_be_unaligned((uint64_t)(int64_t)expires, p + 1);
-	cpu16_to_be_unaligned((uint16_t)handle_len, p + 9);
+	cpu32_to_be_unaligned((uint32_t)handle_len, p + 9);
 	buffer_append(dest, handle, handle_len);
 	p = buffer_append_space_unsafe(dest, 4);
 	cpu32_to_be_unaligned((uint32_t)key_len, p);
@@ -486,18 +592,23 @@ loopguard_db_record_parse(const struct loopguard_db_env *env,
 	buffer_t *expected;
 
 	i_zero(record_r);
-	if (size < LOOPGUARD_DB_RECORD_HEADER_SIZE) {
+	if (size < 1 || (p[0] != LOOPGUARD_DB_RECORD_VERSION &&
+			 p[0] != LOOPGUARD_DB_RECORD_VERSION_V1)) {
+		*error_r = size < 1 ? "empty value" :
+			t_strdup_printf("unknown version %u", p[0]);
+		return FALSE;
+	}
+	pos = p[0] == LOOPGUARD_DB_RECORD_VERSION_V1 ?
+		LOOPGUARD_DB_RECORD_HEADER_SIZE_V1 :
+		LOOPGUARD_DB_RECORD_HEADER_SIZE;
+	if (size < pos) {
 		*error_r = t_strdup_printf("value too short (%zu bytes)",
 					   size);
 		return FALSE;
 	}
-	if (p[0] != LOOPGUARD_DB_RECORD_VERSION) {
-		*error_r = t_strdup_printf("unknown version %u", p[0]);
-		return FALSE;
-	}
-	handle_len = be16_to_cpu_unaligned(p + 9);
-	pos = LOOPGUARD_DB_RECORD_HEADER_SIZE;
-	if (size - pos < handle_len + 4) {
+	handle_len = p[0] == LOOPGUARD_DB_RECORD_VERSION_V1 ?
+		be16_to_cpu_unaligned(p + 9) : be32_to_cpu_unaligned(p + 9);
+	if (size - pos < 4 || size - pos - 4 < handle_len) {
 		*error_r = "handle length exceeds the value";
 		return FALSE;
 	}
@@ -541,19 +652,77 @@ loopguard_db_record_parse(const struct loopguard_db_env *env,
 	return TRUE;
 }
 
+/* Unreadable records met inside a transaction: they are logged after it
+   ends, not while a write transaction keeps every other delivery waiting. */
+struct loopguard_db_unreadable {
+	unsigned int count;
+	char first_error[128];
+};
+
+static void
+loopguard_db_unreadable_add(struct loopguard_db_unreadable *unreadable,
+			    const char *error)
+{
+	if (unreadable->count++ == 0) {
+		(void)i_strocpy(unreadable->first_error, error,
+				sizeof(unreadable->first_error));
+	}
+}
+
+static void
+loopguard_db_unreadable_merge(struct loopguard_db_unreadable *dest,
+			      const struct loopguard_db_unreadable *src)
+{
+	if (src->count == 0)
+		return;
+	if (dest->count == 0)
+		*dest = *src;
+	else
+		dest->count += src->count;
+}
+
+/* what: "ignoring" or "dropped" */
+static void
+loopguard_db_unreadable_log(const struct loopguard_db_env *env,
+			    const struct loopguard_db_unreadable *unreadable,
+			    const char *what)
+{
+	if (unreadable->count == 1) {
+		i_warning("loopguard db %s: %s unreadable record: %s",
+			  env->path, what, unreadable->first_error);
+	} else if (unreadable->count > 1) {
+		i_warning("loopguard db %s: %s %u unreadable records "
+			  "(the first: %s)", env->path, what,
+			  unreadable->count, unreadable->first_error);
+	}
+}
+
+/* For the one record a lookup or update asked for. */
+static void
+loopguard_db_unreadable_log_handle(const struct loopguard_db_env *env,
+				   const char *handle,
+				   const struct loopguard_db_unreadable *unreadable)
+{
+	if (unreadable->count > 0) {
+		i_warning("loopguard db %s: ignoring unreadable record "
+			  "(handle %s): %s", env->path,
+			  str_sanitize(handle, 128), unreadable->first_error);
+	}
+}
+
 /* The live record stored under k for kind/handle/key, if any. Unreadable
-   values are logged and treated as absent. */
+   values are treated as absent, and added to unreadable. */
 static bool
 loopguard_db_record_get(const struct loopguard_db_env *env,
 			const MDB_val *k, const MDB_val *v,
 			const char *handle, const char *key, time_t now,
-			struct loopguard_db_record *record_r)
+			struct loopguard_db_record *record_r,
+			struct loopguard_db_unreadable *unreadable)
 {
 	const char *error;
 
 	if (!loopguard_db_record_parse(env, k, v, record_r, &error)) {
-		i_warning("loopguard db %s: ignoring unreadable record "
-			  "(handle %s): %s", env->path, handle, error);
+		loopguard_db_unreadable_add(unreadable, error);
 		return FALSE;
 	}
 	if (strcmp(record_r->handle, handle) != 0 ||
@@ -568,7 +737,8 @@ loopguard_db_record_get(const struct loopguard_db_env *env,
    (a value we cannot parse is of no use and is never trusted). */
 static bool
 loopguard_db_record_is_dead(const struct loopguard_db_env *env,
-			    const MDB_val *k, const MDB_val *v, time_t now)
+			    const MDB_val *k, const MDB_val *v, time_t now,
+			    struct loopguard_db_unreadable *unreadable)
 {
 	struct loopguard_db_record record;
 	const char *error;
@@ -576,8 +746,7 @@ loopguard_db_record_is_dead(const struct loopguard_db_env *env,
 
 	T_BEGIN {
 		if (!loopguard_db_record_parse(env, k, v, &record, &error)) {
-			i_warning("loopguard db %s: dropping unreadable "
-				  "record: %s", env->path, error);
+			loopguard_db_unreadable_add(unreadable, error);
 			dead = TRUE;
 		} else {
 			dead = record.expires <= now;
@@ -616,6 +785,71 @@ loopguard_db_keylist_delete(MDB_txn *txn, MDB_dbi dbi, const buffer_t *list,
 		}
 	}
 	return 0;
+}
+
+/* One step of the sweep or the purge: examines up to max_scan records
+   from start (the first record when empty), deletes the dead ones among
+   them (at most max_deletes), and leaves in next_key where the next step
+   goes on, or nothing when it reached the end. */
+struct loopguard_db_reap {
+	const buffer_t *start;
+	unsigned int max_scan, max_deletes;
+	time_t now;
+
+	buffer_t *next_key;
+	/* scratch: the keys to delete */
+	buffer_t *dead;
+	unsigned int deleted;
+	struct loopguard_db_unreadable unreadable;
+};
+
+static int
+loopguard_db_reap(struct loopguard_db_env *env, MDB_txn *txn,
+		  struct loopguard_db_reap *reap, const char **func_r)
+{
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	unsigned int scanned = 0, deletes = 0;
+	int rc;
+
+	buffer_set_used_size(reap->next_key, 0);
+	buffer_set_used_size(reap->dead, 0);
+	reap->deleted = 0;
+	/* this may be a retry after MDB_MAP_FULL */
+	i_zero(&reap->unreadable);
+
+	*func_r = "mdb_cursor_open";
+	if ((rc = mdb_cursor_open(txn, env->records_dbi, &cursor)) != 0)
+		return rc;
+	if (reap->start->used > 0) {
+		k.mv_data = (void *)reap->start->data;
+		k.mv_size = reap->start->used;
+		rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+	} else {
+		rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
+	}
+	while (rc == 0) {
+		if (scanned == reap->max_scan ||
+		    deletes == reap->max_deletes) {
+			buffer_append(reap->next_key, k.mv_data, k.mv_size);
+			break;
+		}
+		scanned++;
+		if (loopguard_db_record_is_dead(env, &k, &v, reap->now,
+						&reap->unreadable)) {
+			loopguard_db_keylist_add(reap->dead, &k);
+			deletes++;
+		}
+		rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cursor);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		*func_r = "mdb_cursor_get";
+		return rc;
+	}
+	reap->deleted = deletes;
+	return loopguard_db_keylist_delete(txn, env->records_dbi, reap->dead,
+					   func_r);
 }
 
 /*
@@ -685,28 +919,59 @@ loopguard_db_env_open_dbis(struct loopguard_db_env *env, const char **error_r)
 	return 0;
 }
 
-static int
-loopguard_db_env_open(const struct loopguard_db_settings *set,
-		      struct loopguard_db_env **env_r, const char **error_r)
-{
-	struct loopguard_db_env *env;
-	unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS;
-	size_t hard_size, soft_size, reserve, initial_size;
-	const char *reason;
-	MDB_env *mdb;
-	struct stat st;
-	mdb_filehandle_t fd;
-	int rc, dead;
+struct loopguard_db_map_sizes {
+	/* max_size: the reserve is used only for deletions */
+	size_t hard;
+	/* ordinary writes grow the map up to here */
+	size_t soft;
+	/* what a new environment starts with */
+	size_t initial;
+};
 
-	hard_size = set->max_size > SIZE_MAX ? SIZE_MAX :
-		(size_t)set->max_size;
-	hard_size = loopguard_db_round_to_page(I_MAX(hard_size,
-		LOOPGUARD_DB_MIN_MAP_SIZE));
-	reserve = I_MAX(hard_size / LOOPGUARD_DB_RESERVE_DIVISOR,
+static void
+loopguard_db_map_sizes_get(uoff_t max_size,
+			   struct loopguard_db_map_sizes *sizes_r)
+{
+	size_t hard, reserve;
+
+	hard = max_size > SIZE_MAX ? SIZE_MAX : (size_t)max_size;
+	hard = loopguard_db_round_to_page(I_MAX(hard,
+						LOOPGUARD_DB_MIN_MAP_SIZE));
+	reserve = I_MAX(hard / LOOPGUARD_DB_RESERVE_DIVISOR,
 			LOOPGUARD_DB_RESERVE_MIN_PAGES *
 			loopguard_db_page_size());
-	soft_size = loopguard_db_round_to_page(hard_size - reserve);
-	initial_size = I_MIN(soft_size, LOOPGUARD_DB_INITIAL_MAP_SIZE);
+	sizes_r->hard = hard;
+	sizes_r->soft = loopguard_db_round_to_page(hard - reserve);
+	sizes_r->initial = I_MIN(sizes_r->soft,
+				 LOOPGUARD_DB_INITIAL_MAP_SIZE);
+}
+
+static int
+loopguard_db_lock_open(const char *path, int *fd_r, const char **error_r)
+{
+	const char *lock_path = loopguard_db_lock_path(path);
+
+	*fd_r = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd_r < 0) {
+		*error_r = t_strdup_printf("loopguard db %s: open(%s) failed: %m",
+					   path, lock_path);
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens the MDB_env, with *lock_fd opened before it. Returns 1 when done,
+   0 when LMDB got a lock file that has been moved aside meanwhile (the
+   caller tries again), -1 on error, with *lock_fd closed then. */
+static int
+loopguard_db_env_open_mdb(const struct loopguard_db_settings *set,
+			  size_t initial_size, MDB_env **mdb_r, int *lock_fd,
+			  const char **error_r)
+{
+	unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS;
+	const char *func, *reason;
+	MDB_env *mdb;
+	int rc, ret;
 
 	/* MDB_NOSYNC would keep the file intact only on filesystems that
 	   preserve write order; MDB_NOMETASYNC keeps it intact everywhere
@@ -714,41 +979,85 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 	if (!set->sync)
 		flags |= MDB_NOMETASYNC;
 
+	*mdb_r = NULL;
+	if (loopguard_db_lock_open(set->path, lock_fd, error_r) < 0)
+		return -1;
 	if ((rc = mdb_env_create(&mdb)) != 0) {
 		*error_r = loopguard_db_mdb_error(set->path,
 						  "mdb_env_create", rc);
+		i_close_fd(lock_fd);
 		return -1;
 	}
-	if ((rc = mdb_env_set_maxdbs(mdb, 3)) != 0 ||
-	    (rc = mdb_env_set_mapsize(mdb, initial_size)) != 0) {
-		mdb_env_close(mdb);
-		*error_r = loopguard_db_mdb_error(set->path,
-						  "mdb_env_set_mapsize", rc);
-		return -1;
-	}
-	rc = mdb_env_open(mdb, set->path, flags, 0600);
+	if ((rc = mdb_env_set_maxdbs(mdb, 3)) != 0)
+		func = "mdb_env_set_maxdbs";
+	else if ((rc = mdb_env_set_mapsize(mdb, initial_size)) != 0)
+		func = "mdb_env_set_mapsize";
+	else if ((rc = mdb_env_open(mdb, set->path, flags, 0600)) != 0)
+		func = "mdb_env_open";
 	if (rc != 0) {
 		mdb_env_close(mdb);
 		if (loopguard_db_rc_is_corruption(rc)) {
-			*error_r = loopguard_db_move_aside(set->path,
+			*error_r = loopguard_db_move_aside(set->path, lock_fd,
 				t_strdup_printf("not a usable LMDB file: %s",
 						mdb_strerror(rc)));
 		} else {
-			*error_r = loopguard_db_mdb_error(set->path,
-							  "mdb_env_open", rc);
+			*error_r = loopguard_db_mdb_error(set->path, func, rc);
+			i_close_fd(lock_fd);
 		}
 		return -1;
 	}
+
+	/* A file moved aside while LMDB waited for its lock leaves LMDB
+	   with a lock file nobody else uses any more. */
+	ret = loopguard_db_lock_is_current(set->path, *lock_fd, error_r);
+	if (ret <= 0) {
+		mdb_env_close(mdb);
+		i_close_fd(lock_fd);
+		return ret;
+	}
 	if (loopguard_db_env_check_size(mdb, set->path, &reason) < 0) {
 		mdb_env_close(mdb);
+		i_close_fd(lock_fd);
 		*error_r = reason;
 		return -1;
 	}
 	if (reason != NULL) {
 		mdb_env_close(mdb);
-		*error_r = loopguard_db_move_aside(set->path, reason);
+		*error_r = loopguard_db_move_aside(set->path, lock_fd, reason);
 		return -1;
 	}
+	*mdb_r = mdb;
+	return 1;
+}
+
+static int
+loopguard_db_env_open(const struct loopguard_db_settings *set,
+		      struct loopguard_db_env **env_r, const char **error_r)
+{
+	struct loopguard_db_map_sizes sizes;
+	struct loopguard_db_env *env;
+	MDB_env *mdb;
+	struct stat st;
+	mdb_filehandle_t fd;
+	unsigned int i;
+	int lock_fd, rc, ret, dead;
+
+	loopguard_db_map_sizes_get(set->max_size, &sizes);
+	for (i = 0;; i++) {
+		ret = loopguard_db_env_open_mdb(set, sizes.initial, &mdb,
+						&lock_fd, error_r);
+		if (ret != 0)
+			break;
+		if (i == LOOPGUARD_DB_MAX_OPEN_RETRIES) {
+			*error_r = t_strdup_printf(
+				"loopguard db %s: the lock file keeps being "
+				"replaced while opening it", set->path);
+			return -1;
+		}
+	}
+	if (ret < 0)
+		return -1;
+
 	/* Slots left behind by crashed deliveries would pin old pages
 	   forever and make the file grow. */
 	(void)mdb_reader_check(mdb, &dead);
@@ -756,6 +1065,7 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 	env = i_new(struct loopguard_db_env, 1);
 	env->path = i_strdup(set->path);
 	env->env = mdb;
+	env->lock_fd = lock_fd;
 	env->pid = getpid();
 	env->max_size = set->max_size;
 	if (mdb_env_get_fd(mdb, &fd) == 0 && fstat(fd, &st) == 0) {
@@ -763,8 +1073,8 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 		env->ino = st.st_ino;
 	}
 	env->max_key_size = mdb_env_get_maxkeysize(mdb);
-	env->soft_map_size = soft_size;
-	env->hard_map_size = hard_size;
+	env->soft_map_size = sizes.soft;
+	env->hard_map_size = sizes.hard;
 
 	/* A user whose store has grown keeps its size, instead of going
 	   through the growth steps again in every process. */
@@ -800,7 +1110,7 @@ loopguard_db_env_reusable(const struct loopguard_db_env *env,
 /* Keeps an environment without handles open, most recently used first,
    and closes the least recently used beyond LOOPGUARD_DB_MAX_IDLE_ENVS:
    opening a store costs more than the check it serves. */
-static void loopguard_db_env_keep_idle(struct loopguard_db_env *env)
+static void loopguard_db_env_make_idle(struct loopguard_db_env *env)
 {
 	struct loopguard_db_env *e, *last_idle = NULL;
 	unsigned int idle = 0;
@@ -904,7 +1214,7 @@ void loopguard_db_close(struct loopguard_db **_db)
 	    info.me_mapsize > LOOPGUARD_DB_MAX_IDLE_MAP_SIZE)
 		loopguard_db_env_free(&env);
 	else
-		loopguard_db_env_keep_idle(env);
+		loopguard_db_env_make_idle(env);
 }
 
 /*
@@ -918,20 +1228,22 @@ struct loopguard_db_update_context {
 	loopguard_db_update_callback_t *callback;
 	void *context;
 	buffer_t *payload, *value;
+
+	struct loopguard_db_reap sweep;
+	/* the updated record itself */
+	struct loopguard_db_unreadable unreadable;
 };
 
 /* Examines a bounded number of records from where the previous sweep
    stopped and deletes the dead ones, so that the store stays small
    without any cron job while each delivery's work stays bounded. */
 static int
-loopguard_db_sweep(struct loopguard_db *db, MDB_txn *txn, time_t now,
-		   const char **func_r)
+loopguard_db_sweep(struct loopguard_db *db, MDB_txn *txn,
+		   struct loopguard_db_reap *sweep, const char **func_r)
 {
 	struct loopguard_db_env *env = db->env;
-	MDB_val mk, mv, k, v;
-	MDB_cursor *cursor;
-	buffer_t *dead, *next_key;
-	unsigned int i;
+	buffer_t start;
+	MDB_val mk, mv;
 	int rc;
 
 	mk.mv_data = LOOPGUARD_DB_META_SWEEP;
@@ -943,40 +1255,16 @@ loopguard_db_sweep(struct loopguard_db *db, MDB_txn *txn, time_t now,
 		*func_r = "mdb_get";
 		return rc;
 	}
-
-	*func_r = "mdb_cursor_open";
-	if ((rc = mdb_cursor_open(txn, env->records_dbi, &cursor)) != 0)
+	buffer_create_from_const_data(&start, mv.mv_data, mv.mv_size);
+	sweep->start = &start;
+	rc = loopguard_db_reap(env, txn, sweep, func_r);
+	sweep->start = NULL;
+	if (rc != 0)
 		return rc;
-	if (mv.mv_size > 0) {
-		k = mv;
-		rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-	} else {
-		rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
-	}
 
-	dead = t_buffer_create(256);
-	next_key = t_buffer_create(64);
-	for (i = 0; rc == 0; i++) {
-		if (i == LOOPGUARD_DB_SWEEP_COUNT) {
-			buffer_append(next_key, k.mv_data, k.mv_size);
-			break;
-		}
-		if (loopguard_db_record_is_dead(env, &k, &v, now))
-			loopguard_db_keylist_add(dead, &k);
-		rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(cursor);
-	if (rc != 0 && rc != MDB_NOTFOUND) {
-		*func_r = "mdb_cursor_get";
-		return rc;
-	}
-
-	if ((rc = loopguard_db_keylist_delete(txn, env->records_dbi,
-					      dead, func_r)) != 0)
-		return rc;
 	/* An empty position wraps around to the first record. */
-	mv.mv_data = (void *)next_key->data;
-	mv.mv_size = next_key->used;
+	mv.mv_data = (void *)sweep->next_key->data;
+	mv.mv_size = sweep->next_key->used;
 	*func_r = "mdb_put";
 	return mdb_put(txn, env->meta_dbi, &mk, &mv, 0);
 }
@@ -994,12 +1282,15 @@ loopguard_db_update_txn(struct loopguard_db *db, MDB_txn *txn, void *context,
 	time_t expires = 0;
 	int rc;
 
+	/* this may be a retry after MDB_MAP_FULL */
+	i_zero(&ctx->unreadable);
 	k.mv_data = (void *)ctx->db_key->data;
 	k.mv_size = ctx->db_key->used;
 	rc = mdb_get(txn, env->records_dbi, &k, &v);
 	if (rc == 0) {
 		if (loopguard_db_record_get(env, &k, &v, ctx->handle,
-					    ctx->key, ctx->now, &old))
+					    ctx->key, ctx->now, &old,
+					    &ctx->unreadable))
 			oldp = &old;
 	} else if (rc != MDB_NOTFOUND) {
 		*func_r = "mdb_get";
@@ -1007,7 +1298,6 @@ loopguard_db_update_txn(struct loopguard_db *db, MDB_txn *txn, void *context,
 	}
 	stored = rc == 0;
 
-	/* this may be a retry after MDB_MAP_FULL */
 	buffer_set_used_size(ctx->payload, 0);
 	keep = ctx->callback(oldp, ctx->now, ctx->payload, &expires,
 			     ctx->context);
@@ -1028,7 +1318,7 @@ loopguard_db_update_txn(struct loopguard_db *db, MDB_txn *txn, void *context,
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			return rc;
 	}
-	return loopguard_db_sweep(db, txn, ctx->now, func_r);
+	return loopguard_db_sweep(db, txn, &ctx->sweep, func_r);
 }
 
 /* The callback runs inside the write transaction, so it must be quick and
@@ -1043,14 +1333,10 @@ int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
 {
 	struct loopguard_db_update_context ctx;
 	buffer_t *db_key;
+	int ret;
 
 	if (loopguard_db_check(db, error_r) < 0)
 		return -1;
-	if (strlen(handle) > (uint16_t)-1) {
-		*error_r = t_strdup_printf("loopguard db %s: handle too long",
-					   db->env->path);
-		return -1;
-	}
 
 	/* No T_BEGIN here: the callback may allocate from the caller's data
 	   stack frame. The temporary allocations are small. */
@@ -1066,8 +1352,19 @@ int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
 	loopguard_db_key_build(db->env, kind, handle, strlen(handle),
 			       key, strlen(key), db_key);
 	ctx.db_key = db_key;
-	return loopguard_db_write(db, now, FALSE, loopguard_db_update_txn,
-				  &ctx, error_r);
+	ctx.sweep.max_scan = LOOPGUARD_DB_SWEEP_COUNT;
+	ctx.sweep.max_deletes = UINT_MAX;
+	ctx.sweep.now = now;
+	ctx.sweep.next_key = t_buffer_create(64);
+	ctx.sweep.dead = t_buffer_create(256);
+	ret = loopguard_db_write(db, now, FALSE, loopguard_db_update_txn,
+				 &ctx, error_r);
+	loopguard_db_unreadable_log_handle(db->env, handle, &ctx.unreadable);
+	if (ret == 0) {
+		loopguard_db_unreadable_log(db->env, &ctx.sweep.unreadable,
+					    "dropped");
+	}
+	return ret;
 }
 
 int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
@@ -1077,6 +1374,7 @@ int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
 {
 	struct loopguard_db_env *env = db->env;
 	struct loopguard_db_record record;
+	struct loopguard_db_unreadable unreadable;
 	const char *func = "mdb_txn_begin";
 	MDB_txn *txn;
 	MDB_val k, v;
@@ -1084,6 +1382,7 @@ int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
 	int rc, ret = 0;
 
 	i_zero(record_r);
+	i_zero(&unreadable);
 	if (loopguard_db_check(db, error_r) < 0)
 		return -1;
 
@@ -1100,7 +1399,7 @@ int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
 		rc = mdb_get(txn, env->records_dbi, &k, &v);
 		if (rc == 0 &&
 		    loopguard_db_record_get(env, &k, &v, handle, key, now,
-					    &record)) {
+					    &record, &unreadable)) {
 			record_r->kind = record.kind;
 			record_r->handle = p_strdup(pool, record.handle);
 			record_r->key = p_strdup(pool, record.key);
@@ -1117,6 +1416,7 @@ int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
 			rc = 0;
 		mdb_txn_abort(txn);
 	}
+	loopguard_db_unreadable_log_handle(env, handle, &unreadable);
 	if (rc != 0) {
 		*error_r = loopguard_db_failed(env, func, rc);
 		return -1;
@@ -1191,67 +1491,11 @@ int loopguard_db_delete(struct loopguard_db *db, enum loopguard_db_kind kind,
  * Purge
  */
 
-struct loopguard_db_purge_context {
-	time_t now;
-	unsigned int max_deletes;
-	/* first record not yet examined; empty = start (or done) */
-	buffer_t *resume_key, *next_key;
-	buffer_t *dead;
-	bool at_end;
-	unsigned int purged;
-};
-
 static int
 loopguard_db_purge_batch_txn(struct loopguard_db *db, MDB_txn *txn,
 			     void *context, const char **func_r)
 {
-	struct loopguard_db_purge_context *ctx = context;
-	struct loopguard_db_env *env = db->env;
-	MDB_cursor *cursor;
-	MDB_val k, v;
-	unsigned int scanned = 0, deletes = 0;
-	int rc;
-
-	buffer_set_used_size(ctx->dead, 0);
-	buffer_set_used_size(ctx->next_key, 0);
-	ctx->at_end = FALSE;
-	ctx->purged = 0;
-
-	*func_r = "mdb_cursor_open";
-	if ((rc = mdb_cursor_open(txn, env->records_dbi, &cursor)) != 0)
-		return rc;
-	if (ctx->resume_key->used > 0) {
-		k.mv_data = (void *)ctx->resume_key->data;
-		k.mv_size = ctx->resume_key->used;
-		rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-	} else {
-		rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
-	}
-	while (rc == 0) {
-		if (scanned == LOOPGUARD_DB_PURGE_SCAN_COUNT ||
-		    deletes == ctx->max_deletes) {
-			buffer_append(ctx->next_key, k.mv_data, k.mv_size);
-			break;
-		}
-		scanned++;
-		if (loopguard_db_record_is_dead(env, &k, &v, ctx->now)) {
-			loopguard_db_keylist_add(ctx->dead, &k);
-			deletes++;
-		}
-		rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(cursor);
-	if (rc == MDB_NOTFOUND) {
-		ctx->at_end = TRUE;
-		rc = 0;
-	}
-	if (rc != 0) {
-		*func_r = "mdb_cursor_get";
-		return rc;
-	}
-	ctx->purged = deletes;
-	return loopguard_db_keylist_delete(txn, env->records_dbi, ctx->dead,
-					   func_r);
+	return loopguard_db_reap(db->env, txn, context, func_r);
 }
 
 /* A full pass in short transactions. When a batch of deletions does not
@@ -1261,24 +1505,28 @@ static int
 loopguard_db_purge_expired(struct loopguard_db *db, time_t now,
 			   unsigned int *purged_r, const char **func_r)
 {
-	struct loopguard_db_purge_context ctx;
+	struct loopguard_db_reap reap;
+	struct loopguard_db_unreadable unreadable;
+	buffer_t *start;
 	bool reserved = FALSE;
-	buffer_t *tmp;
 	int rc;
 
 	*purged_r = 0;
-	i_zero(&ctx);
-	ctx.now = now;
-	ctx.max_deletes = LOOPGUARD_DB_PURGE_DELETE_COUNT;
-	ctx.resume_key = buffer_create_dynamic(default_pool, 64);
-	ctx.next_key = buffer_create_dynamic(default_pool, 64);
-	ctx.dead = buffer_create_dynamic(default_pool, 1024);
+	i_zero(&unreadable);
+	i_zero(&reap);
+	reap.now = now;
+	reap.max_scan = LOOPGUARD_DB_PURGE_SCAN_COUNT;
+	reap.max_deletes = LOOPGUARD_DB_PURGE_DELETE_COUNT;
+	start = buffer_create_dynamic(default_pool, 64);
+	reap.start = start;
+	reap.next_key = buffer_create_dynamic(default_pool, 64);
+	reap.dead = buffer_create_dynamic(default_pool, 1024);
 	for (;;) {
 		rc = loopguard_db_write_once(db, loopguard_db_purge_batch_txn,
-					     &ctx, func_r);
+					     &reap, func_r);
 		if (rc == MDB_MAP_FULL) {
-			if (ctx.max_deletes > 1) {
-				ctx.max_deletes /= 2;
+			if (reap.max_deletes > 1) {
+				reap.max_deletes /= 2;
 				continue;
 			}
 			if (loopguard_db_grow(db->env))
@@ -1290,21 +1538,22 @@ loopguard_db_purge_expired(struct loopguard_db *db, time_t now,
 		}
 		if (rc != 0)
 			break;
-		*purged_r += ctx.purged;
-		if (ctx.at_end)
+		*purged_r += reap.deleted;
+		loopguard_db_unreadable_merge(&unreadable, &reap.unreadable);
+		if (reap.next_key->used == 0)
 			break;
 		/* the pages this batch freed are there for the next one */
-		if (ctx.max_deletes < LOOPGUARD_DB_PURGE_DELETE_COUNT)
-			ctx.max_deletes *= 2;
-		tmp = ctx.resume_key;
-		ctx.resume_key = ctx.next_key;
-		ctx.next_key = tmp;
+		if (reap.max_deletes < LOOPGUARD_DB_PURGE_DELETE_COUNT)
+			reap.max_deletes *= 2;
+		buffer_set_used_size(start, 0);
+		buffer_append_buf(start, reap.next_key, 0, SIZE_MAX);
 	}
 	if (reserved)
 		loopguard_db_reserve_release(db->env);
-	buffer_free(&ctx.resume_key);
-	buffer_free(&ctx.next_key);
-	buffer_free(&ctx.dead);
+	buffer_free(&start);
+	buffer_free(&reap.next_key);
+	buffer_free(&reap.dead);
+	loopguard_db_unreadable_log(db->env, &unreadable, "dropped");
 	return rc;
 }
 
@@ -1339,9 +1588,10 @@ int loopguard_db_purge(struct loopguard_db *db, time_t now, bool all,
 	if (loopguard_db_check(db, error_r) < 0)
 		return -1;
 	if (all) {
+		/* deletions only: LOOPGUARD_DB_FULL cannot happen */
 		return loopguard_db_write(db, now, TRUE,
 					  loopguard_db_purge_all_txn,
-					  purged_r, error_r);
+					  purged_r, error_r) < 0 ? -1 : 0;
 	}
 	rc = loopguard_db_purge_expired(db, now, purged_r, &func);
 	if (rc != 0) {
@@ -1410,6 +1660,7 @@ struct loopguard_db_iterate_context {
 	time_t now;
 	loopguard_db_iterate_callback_t *callback;
 	void *context;
+	struct loopguard_db_unreadable unreadable;
 };
 
 static bool
@@ -1421,8 +1672,7 @@ loopguard_db_iterate_visit(struct loopguard_db_env *env, const MDB_val *key,
 	const char *error;
 
 	if (!loopguard_db_record_parse(env, key, value, &record, &error)) {
-		i_warning("loopguard db %s: ignoring unreadable record: %s",
-			  env->path, error);
+		loopguard_db_unreadable_add(&ictx->unreadable, error);
 		return TRUE;
 	}
 	if (record.expires <= ictx->now)
@@ -1443,9 +1693,12 @@ int loopguard_db_iterate(struct loopguard_db *db, time_t now,
 		.callback = callback,
 		.context = context,
 	};
+	int ret;
 
-	return loopguard_db_scan(db, db->env->records_dbi,
-				 loopguard_db_iterate_visit, &ictx, error_r);
+	ret = loopguard_db_scan(db, db->env->records_dbi,
+				loopguard_db_iterate_visit, &ictx, error_r);
+	loopguard_db_unreadable_log(db->env, &ictx.unreadable, "ignoring");
+	return ret;
 }
 
 /*
@@ -1455,6 +1708,7 @@ int loopguard_db_iterate(struct loopguard_db *db, time_t now,
 struct loopguard_db_log_context {
 	const string_t *value;
 	unsigned int log_size;
+	bool cleared;
 };
 
 static void
@@ -1523,6 +1777,7 @@ loopguard_db_log_append_txn(struct loopguard_db *db, MDB_txn *txn,
 	size_t entries;
 	int rc;
 
+	ctx->cleared = FALSE;
 	*func_r = "mdb_cursor_open";
 	if ((rc = mdb_cursor_open(txn, env->log_dbi, &cursor)) != 0)
 		return rc;
@@ -1531,8 +1786,7 @@ loopguard_db_log_append_txn(struct loopguard_db *db, MDB_txn *txn,
 	if (rc == 0 && k.mv_size != LOOPGUARD_DB_LOG_KEY_SIZE) {
 		/* Not a key we wrote: sequence numbers cannot continue after
 		   it, and the log is only a convenience, so start it over. */
-		i_warning("loopguard db %s: log has a foreign key, "
-			  "clearing the log", env->path);
+		ctx->cleared = TRUE;
 		*func_r = "mdb_drop";
 		rc = mdb_drop(txn, env->log_dbi, 0);
 		if (rc == 0)
@@ -1592,6 +1846,10 @@ int loopguard_db_log_append(struct loopguard_db *db,
 					 loopguard_db_log_append_txn, &ctx,
 					 error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
+	if (ret == 0 && ctx.cleared) {
+		i_warning("loopguard db %s: log had a foreign key, "
+			  "cleared the log", db->env->path);
+	}
 	return ret;
 }
 
@@ -1602,10 +1860,11 @@ struct loopguard_db_log_iterate_context {
 	time_t since;
 	loopguard_db_log_callback_t *callback;
 	void *context;
+	unsigned int unreadable;
 };
 
 static bool
-loopguard_db_log_iterate_visit(struct loopguard_db_env *env,
+loopguard_db_log_iterate_visit(struct loopguard_db_env *env ATTR_UNUSED,
 			       const MDB_val *key ATTR_UNUSED,
 			       const MDB_val *value, void *context)
 {
@@ -1613,8 +1872,7 @@ loopguard_db_log_iterate_visit(struct loopguard_db_env *env,
 	struct loopguard_db_event event;
 
 	if (!loopguard_db_log_event_parse(value, &event)) {
-		i_warning("loopguard db %s: ignoring unreadable log entry",
-			  env->path);
+		lctx->unreadable++;
 		return TRUE;
 	}
 	if (event.time < lctx->since)
@@ -1631,8 +1889,14 @@ int loopguard_db_log_iterate(struct loopguard_db *db, time_t since,
 		.callback = callback,
 		.context = context,
 	};
+	int ret;
 
-	return loopguard_db_scan(db, db->env->log_dbi,
-				 loopguard_db_log_iterate_visit, &lctx,
-				 error_r);
+	ret = loopguard_db_scan(db, db->env->log_dbi,
+				loopguard_db_log_iterate_visit, &lctx,
+				error_r);
+	if (lctx.unreadable > 0) {
+		i_warning("loopguard db %s: ignoring %u unreadable log "
+			  "entries", db->env->path, lctx.unreadable);
+	}
+	return ret;
 }

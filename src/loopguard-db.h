@@ -6,6 +6,11 @@
 
 struct loopguard_db;
 
+/* Returned by loopguard_db_update() and loopguard_db_log_append(): the
+   store is full of live records: not a transient error. It stays so until
+   records expire or max_size is raised, so retrying soon does not help. */
+#define LOOPGUARD_DB_FULL (-2)
+
 enum loopguard_db_kind {
 	/* ratelimit windows and locks */
 	LOOPGUARD_DB_KIND_RATE = 'r',
@@ -77,14 +82,20 @@ loopguard_db_log_callback_t(const struct loopguard_db_event *event,
    one process the same path shares one MDB_env; a handle opened before a
    fork() is never used after it. A data file that LMDB rejects as invalid or
    that is shorter than its own meta page claims is renamed to
-   "<path>.broken" so that the next open starts afresh, and -1 is returned. */
+   "<path>.broken" so that the next open starts afresh, and -1 is returned.
+   It is renamed only while no process has the store open; until then -1
+   is returned, and a later open tries again. The same applies to a file
+   found damaged while in use: every handle of this process on it then
+   fails, and has only to be closed. */
 int loopguard_db_open(const struct loopguard_db_settings *set,
 		      struct loopguard_db **db_r, const char **error_r);
 void loopguard_db_close(struct loopguard_db **_db);
 
 /* Read-modify-write of one record in one write transaction. Also purges a
    bounded number of expired records. MDB_MAP_FULL: purge, grow (up to
-   max_size) and retry once. Returns 0 on success, -1 on error. */
+   max_size) and retry once. Handles and keys of any length work. Returns
+   0 on success, LOOPGUARD_DB_FULL when max_size is reached with nothing
+   expired, -1 on other errors. */
 int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
 			const char *handle, const char *key, time_t now,
 			loopguard_db_update_callback_t *callback,
@@ -120,7 +131,7 @@ int loopguard_db_iterate(struct loopguard_db *db, time_t now,
 			 void *context, const char **error_r);
 
 /* Appends an event to the capped log, dropping the oldest beyond
-   log_size. */
+   log_size. Returns 0, LOOPGUARD_DB_FULL or -1 as loopguard_db_update(). */
 int loopguard_db_log_append(struct loopguard_db *db,
 			    const struct loopguard_db_event *event,
 			    const char **error_r);

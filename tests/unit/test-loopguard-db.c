@@ -3,6 +3,7 @@
 #include "lib.h"
 #include "buffer.h"
 #include "str.h"
+#include "byteorder.h"
 #include "unlink-directory.h"
 #include "test-common.h"
 #include "loopguard-db.h"
@@ -13,6 +14,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define TEST_NOW 1000000
 #define MiB (1024 * 1024)
@@ -131,6 +133,22 @@ test_get(struct loopguard_db *db, const char *handle, const char *key,
 	*payload_r = ret <= 0 ? NULL :
 		t_strndup(record.payload, record.payload_size);
 	return ret;
+}
+
+/* Stores payload under handle/key and reads it back. */
+static bool
+test_put_get(struct loopguard_db *db, const char *handle, const char *key,
+	     const char *payload)
+{
+	const char *error, *stored;
+
+	if (test_put(db, handle, key, payload, TEST_NOW, TEST_NOW + 100,
+		     &error) < 0) {
+		i_error("update failed: %s", error);
+		return FALSE;
+	}
+	return test_get(db, handle, key, TEST_NOW, &stored) == 1 &&
+		strcmp(stored, payload) == 0;
 }
 
 struct test_count_context {
@@ -358,6 +376,7 @@ static void test_map_full(void)
 	unsigned int i, stored = 0, purged;
 	struct stat st;
 	bool failed = FALSE;
+	int ret = 0;
 
 	test_begin("loopguard db map grows up to max_size, then fails");
 	set.max_size = 4 * MiB;
@@ -365,24 +384,25 @@ static void test_map_full(void)
 	/* "e" keys expire at TEST_NOW+100, "l" keys live on. They sort
 	   apart, so that purging the "e" keys frees whole pages. */
 	for (i = 0; i < 20000 && !failed; i++) T_BEGIN {
-		if (test_put_size(db, t_strdup_printf("%c%05u",
+		ret = test_put_size(db, t_strdup_printf("%c%05u",
 					i % 2 == 0 ? 'e' : 'l', i), 1000,
-				  TEST_NOW, i % 2 == 0 ? TEST_NOW + 100 :
-				  TEST_NOW + 100000, &error) < 0)
+				    TEST_NOW, i % 2 == 0 ? TEST_NOW + 100 :
+				    TEST_NOW + 100000, &error);
+		if (ret < 0)
 			failed = TRUE;
 		else
 			stored++;
 	} T_END;
-	test_assert(failed);
+	test_assert(failed && ret == LOOPGUARD_DB_FULL);
 	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL &&
 		    test_error_names_path(error, set.path));
 	/* it grew past the 1 MiB start, but not past the cap */
 	test_assert(stored * 1000 > 1 * MiB);
 	test_assert(stat(set.path, &st) == 0 && st.st_size > 2 * MiB &&
 		    st.st_size <= 4 * MiB);
-	/* still full while nothing has expired */
+	/* still full while nothing has expired: not a transient error */
 	test_assert(test_put_size(db, "more", 1000, TEST_NOW, TEST_NOW + 100000,
-				  &error) < 0);
+				  &error) == LOOPGUARD_DB_FULL);
 
 	/* once something expired, a full map purges it and the write
 	   succeeds */
@@ -410,6 +430,41 @@ static void test_map_full(void)
 	test_assert(test_put_size(db, "last", 1000, TEST_NOW + 400,
 				  TEST_NOW + 100000, &error) == 0);
 	test_assert(stat(set.path, &st) == 0 && st.st_size <= 4 * MiB);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+static void test_map_full_log(void)
+{
+	struct loopguard_db_settings set = test_settings("fulllog");
+	struct loopguard_db_event event;
+	struct loopguard_db *db;
+	const char *error = NULL;
+	/* the log appends at the real time: records live beyond it */
+	time_t now = time(NULL), expires = now + 100000;
+	unsigned int i;
+	char *big_key;
+	int ret = 0;
+
+	test_begin("loopguard db log append into a store full of live records");
+	set.max_size = 2 * MiB;
+	db = test_open(&set);
+	for (i = 0; i < 20000 && ret == 0; i++) T_BEGIN {
+		ret = test_put_size(db, t_strdup_printf("l%05u", i), 1000,
+				    now, expires, &error);
+	} T_END;
+	test_assert(ret == LOOPGUARD_DB_FULL);
+
+	/* a log entry too big for the room left on any leaf page */
+	i_zero(&event);
+	event.time = now;
+	event.test = "ratelimit";
+	event.key = big_key = t_malloc0(20001);
+	memset(big_key, 'b', 20000);
+	error = NULL;
+	test_assert(loopguard_db_log_append(db, &event, &error) ==
+		    LOOPGUARD_DB_FULL);
+	test_assert(error != NULL && strstr(error, "full of live") != NULL);
 	loopguard_db_close(&db);
 	test_end();
 }
@@ -492,6 +547,210 @@ static void test_corrupt_garbage(void)
 		i_unlink(set.path);
 		i_unlink(t_strconcat(set.path, "-lock", NULL));
 	}
+	test_end();
+}
+
+/* A child keeping the store open, as a concurrent delivery would. */
+struct test_holder {
+	pid_t pid;
+	/* closed to let the child close the store and exit */
+	int go_fd;
+};
+
+static void
+test_holder_start(const struct loopguard_db_settings *set,
+		  struct test_holder *holder_r)
+{
+	int ready[2], go[2];
+	char c = 0;
+
+	if (pipe(ready) < 0 || pipe(go) < 0)
+		i_fatal("pipe() failed: %m");
+	holder_r->pid = fork();
+	if (holder_r->pid < 0)
+		i_fatal("fork() failed: %m");
+	if (holder_r->pid == 0) {
+		struct loopguard_db *db;
+		const char *error;
+
+		i_close_fd(&ready[0]);
+		i_close_fd(&go[1]);
+		if (loopguard_db_open(set, &db, &error) < 0)
+			_exit(2);
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) < 0)
+			_exit(3);
+		loopguard_db_close(&db);
+		_exit(0);
+	}
+	i_close_fd(&ready[1]);
+	i_close_fd(&go[0]);
+	if (read(ready[0], &c, 1) != 1)
+		i_fatal("the holder child did not open the store");
+	i_close_fd(&ready[0]);
+	holder_r->go_fd = go[1];
+}
+
+/* Returns the child's exit code. */
+static int test_holder_stop(struct test_holder *holder)
+{
+	i_close_fd(&holder->go_fd);
+	return test_wait_child(holder->pid);
+}
+
+static void test_write_garbage(const char *path, off_t offset, size_t size)
+{
+	unsigned char *buf = t_malloc_no0(size);
+	int fd;
+
+	memset(buf, 0xab, size);
+	fd = open(path, O_WRONLY);
+	if (fd < 0 || pwrite(fd, buf, size, offset) != (ssize_t)size)
+		i_fatal("pwrite(%s) failed: %m", path);
+	i_close_fd(&fd);
+}
+
+/* Moving a file aside while another process has it open would leave that
+   process writing to the old file under the old lock file while the next
+   opener starts a new lock file: two writers not excluding each other. */
+static void test_corrupt_held(void)
+{
+	struct loopguard_db_settings set = test_settings("held");
+	struct test_holder holder;
+	struct loopguard_db *db;
+	const char *error = NULL, *broken_path, *lock_path;
+
+	test_begin("loopguard db moves a broken file aside only when unused");
+	broken_path = t_strconcat(set.path, ".broken", NULL);
+	lock_path = t_strconcat(set.path, "-lock", NULL);
+	db = test_open(&set);
+	test_assert(test_put(db, "", "k", "v", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	loopguard_db_close(&db);
+
+	test_holder_start(&set, &holder);
+	/* both meta pages */
+	test_write_garbage(set.path, 0, 2 * sysconf(_SC_PAGESIZE));
+	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.path) &&
+		    strstr(error, "when no delivery uses it") != NULL);
+	test_assert(test_path_exists(set.path));
+	test_assert(test_path_exists(lock_path));
+	test_assert(!test_path_exists(broken_path));
+	test_assert(test_holder_stop(&holder) == 0);
+
+	/* nobody has it open any more: the next open moves it */
+	error = NULL;
+	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(error != NULL && strstr(error, "moved it to") != NULL);
+	test_assert(test_path_exists(broken_path));
+	test_assert(!test_path_exists(set.path));
+	test_assert(!test_path_exists(lock_path));
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	if (db != NULL) {
+		test_assert(test_count_all(db) == 0);
+		loopguard_db_close(&db);
+	}
+	test_end();
+}
+
+static bool test_mem_contains(const unsigned char *data, size_t size,
+			      const char *str)
+{
+	size_t i, len = strlen(str);
+
+	for (i = 0; i + len <= size; i++) {
+		if (memcmp(data + i, str, len) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+/* Makes every leaf page holding handle look like no page LMDB knows, so
+   that the next search through it fails with MDB_CORRUPTED. */
+static unsigned int test_break_leaf(const char *path, const char *handle)
+{
+	size_t page_size = sysconf(_SC_PAGESIZE);
+	const uint16_t flags = 0;
+	unsigned char *page = t_malloc_no0(page_size);
+	unsigned int broken = 0;
+	uint16_t page_flags;
+	off_t offset;
+	int fd;
+
+	fd = open(path, O_RDWR);
+	if (fd < 0)
+		i_fatal("open(%s) failed: %m", path);
+	for (offset = 0;
+	     pread(fd, page, page_size, offset) == (ssize_t)page_size;
+	     offset += page_size) {
+		/* LMDB's page header: page number, pad, flags (P_LEAF) */
+		memcpy(&page_flags, page + sizeof(size_t) + 2,
+		       sizeof(page_flags));
+		if (page_flags != 0x02 ||
+		    !test_mem_contains(page, page_size, handle))
+			continue;
+		if (pwrite(fd, &flags, sizeof(flags),
+			   offset + sizeof(size_t) + 2) != sizeof(flags))
+			i_fatal("pwrite(%s) failed: %m", path);
+		broken++;
+	}
+	i_close_fd(&fd);
+	return broken;
+}
+
+/* Damage found while the store is in use closes it for every handle of
+   the process, and moves the file only when no other process uses it. */
+static void test_corrupt_runtime(void)
+{
+	struct loopguard_db_settings set = test_settings("runtime");
+	const char *handle = "runtime-corruption-handle";
+	struct test_holder holder;
+	struct loopguard_db *db1, *db2;
+	const char *error = NULL, *payload, *broken_path, *lock_path;
+
+	test_begin("loopguard db moves a file found broken in use aside");
+	broken_path = t_strconcat(set.path, ".broken", NULL);
+	lock_path = t_strconcat(set.path, "-lock", NULL);
+	db1 = test_open(&set);
+	test_assert(test_put(db1, handle, "k", "v", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	loopguard_db_close(&db1);
+	test_assert(test_break_leaf(set.path, handle) > 0);
+
+	/* another process has it open: it stays */
+	test_holder_start(&set, &holder);
+	db1 = test_open(&set);
+	test_expect_error_string("MDB_CORRUPTED");
+	test_assert(test_get(db1, handle, "k", TEST_NOW, &payload) < 0);
+	test_expect_no_more_errors();
+	test_assert(test_path_exists(set.path) && !test_path_exists(broken_path));
+	error = NULL;
+	test_assert(test_put(db1, "", "x", "x", TEST_NOW, TEST_NOW + 100,
+			     &error) < 0);
+	test_assert(error != NULL && strstr(error, "was closed") != NULL);
+	loopguard_db_close(&db1);
+	test_assert(test_holder_stop(&holder) == 0);
+
+	/* two handles of this process share the environment */
+	db1 = test_open(&set);
+	db2 = test_open(&set);
+	test_expect_error_string("moved it to");
+	test_assert(test_get(db1, handle, "k", TEST_NOW, &payload) < 0);
+	test_expect_no_more_errors();
+	test_assert(test_path_exists(broken_path));
+	test_assert(!test_path_exists(set.path));
+	test_assert(!test_path_exists(lock_path));
+	/* the other handle fails cleanly */
+	error = NULL;
+	test_assert(test_put(db2, "", "x", "x", TEST_NOW, TEST_NOW + 100,
+			     &error) < 0);
+	test_assert(error != NULL && strstr(error, "was closed") != NULL);
+	loopguard_db_close(&db2);
+	loopguard_db_close(&db1);
+
+	db1 = test_open(&set);
+	test_assert(test_put_get(db1, handle, "k", "v2"));
+	loopguard_db_close(&db1);
 	test_end();
 }
 
@@ -658,7 +917,44 @@ static void test_long_key(void)
 	test_end();
 }
 
-/* Rewrites a byte of every stored copy of the record whose handle is
+static void test_long_handle(void)
+{
+	struct loopguard_db_settings set = test_settings("longhandle");
+	struct loopguard_db *db = test_open(&set);
+	struct loopguard_db_record record;
+	struct test_count_context ctx;
+	const char *error = NULL, *payload;
+	char *handle;
+
+	test_begin("loopguard db stores a handle longer than 65535 bytes");
+	handle = t_malloc0(70001);
+	memset(handle, 'h', 70000);
+	test_assert(test_put_get(db, handle, "k", "long"));
+	/* a handle one byte shorter is another record */
+	test_assert(test_get(db, handle + 1, "k", TEST_NOW, &payload) == 0);
+	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle,
+					"k", TEST_NOW, pool_datastack_create(),
+					&record, &error) == 1);
+	test_assert(record.handle != NULL &&
+		    strcmp(record.handle, handle) == 0);
+
+	i_zero(&ctx);
+	ctx.expect_key = "k";
+	test_assert(loopguard_db_iterate(db, TEST_NOW, test_count_callback,
+					 &ctx, &error) == 0);
+	test_assert(ctx.count == 1 && ctx.found_key);
+	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, handle,
+					"k", &error) == 1);
+	test_assert(test_count_all(db) == 0);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* A stored value: version 2, expires (8 bytes), handle length (4 bytes
+   BE), handle, key length (4 bytes BE), key, payload. */
+#define TEST_VALUE_HEADER_SIZE 13
+
+/* Rewrites bytes of every stored copy of the record whose handle is
    handle, at offset from the start of the value. */
 static unsigned int
 test_patch_value(const char *path, const char *handle, int offset,
@@ -677,13 +973,15 @@ test_patch_value(const char *path, const char *handle, int offset,
 	data = i_malloc(len);
 	if (pread(fd, data, len, 0) != (ssize_t)len)
 		i_fatal("read(%s) failed: %m", path);
-	for (pos = 11; pos + handle_len <= len; pos++) {
-		/* handle length (2 bytes BE), then the handle */
+	i_assert(handle_len < 256);
+	for (pos = TEST_VALUE_HEADER_SIZE; pos + handle_len <= len; pos++) {
 		if (memcmp(data + pos, handle, handle_len) != 0 ||
-		    data[pos - 2] != 0 || data[pos - 1] != handle_len ||
-		    data[pos - 11] != 1)
+		    memcmp(data + pos - 4, "\0\0\0", 3) != 0 ||
+		    data[pos - 1] != handle_len ||
+		    data[pos - TEST_VALUE_HEADER_SIZE] != 2)
 			continue;
-		if (pwrite(fd, bytes, size, pos - 11 + offset) != (ssize_t)size)
+		if (pwrite(fd, bytes, size,
+			   pos - TEST_VALUE_HEADER_SIZE + offset) != (ssize_t)size)
 			i_fatal("pwrite(%s) failed: %m", path);
 		patched++;
 	}
@@ -697,7 +995,7 @@ static void test_wrong_version(void)
 	struct loopguard_db_settings set = test_settings("version");
 	struct loopguard_db *db = test_open(&set);
 	struct test_set_context ctx;
-	const unsigned char version = 2;
+	const unsigned char version = 3;
 	const unsigned char huge_len[4] = { 0x7f, 0xff, 0xff, 0xff };
 	const char *handle = "versiontest-handle";
 	const char *handle2 = "sizetest-handle";
@@ -712,10 +1010,11 @@ static void test_wrong_version(void)
 	test_assert(test_patch_value(set.path, handle, 0, &version, 1) > 0);
 	/* the key length field follows the handle */
 	test_assert(test_patch_value(set.path, handle2,
-				     11 + strlen(handle2), huge_len, 4) > 0);
+				     TEST_VALUE_HEADER_SIZE + strlen(handle2),
+				     huge_len, 4) > 0);
 
 	db = test_open(&set);
-	test_expect_error_string("unknown version 2");
+	test_expect_error_string("unknown version 3");
 	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 0);
 	test_expect_no_more_errors();
 	test_expect_error_string("key length exceeds");
@@ -728,7 +1027,7 @@ static void test_wrong_version(void)
 	ctx.payload_size = 3;
 	ctx.expires = TEST_NOW + 100;
 	ctx.store = TRUE;
-	/* "unknown version 2" from the lookup, then the sweep in the same
+	/* "unknown version 3" from the lookup, then the sweep in the same
 	   update drops the other unreadable record */
 	test_expect_error_string_n_times("unreadable", 2);
 	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle,
@@ -739,6 +1038,47 @@ static void test_wrong_version(void)
 	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 1 &&
 		    strcmp(payload, "new") == 0);
 	test_assert(test_count_all(db) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* Values written before the handle length grew to 4 bytes stay
+   readable. */
+static void test_version_1(void)
+{
+	struct loopguard_db_settings set = test_settings("version1");
+	struct loopguard_db *db = test_open(&set);
+	const char *handle = "version1-handle";
+	const char *error, *payload;
+	buffer_t *v1;
+	unsigned char *p;
+
+	test_begin("loopguard db reads version 1 values");
+	test_assert(test_put(db, handle, "k", "old", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	loopguard_db_close(&db);
+
+	/* the same value in version 1's layout, 2 bytes shorter: the
+	   payload gets 2 more to fill the stored size */
+	v1 = t_buffer_create(64);
+	p = buffer_append_space_unsafe(v1, 11);
+	p[0] = 1;
+	cpu64_to_be_unaligned(TEST_NOW + 100, p + 1);
+	cpu16_to_be_unaligned(strlen(handle), p + 9);
+	buffer_append(v1, handle, strlen(handle));
+	buffer_append(v1, "\0\0\0\1k", 5);
+	buffer_append(v1, "old!!", 5);
+	test_assert(v1->used == TEST_VALUE_HEADER_SIZE + strlen(handle) +
+		    4 + 1 + 3);
+	test_assert(test_patch_value(set.path, handle, 0, v1->data,
+				     v1->used) > 0);
+
+	db = test_open(&set);
+	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "old!!") == 0);
+	test_assert(test_get(db, handle, "k", TEST_NOW + 100, &payload) == 0);
+	/* an update rewrites it in the current version */
+	test_assert(test_put_get(db, handle, "k", "new"));
 	loopguard_db_close(&db);
 	test_end();
 }
@@ -1016,12 +1356,17 @@ int main(void)
 		test_roundtrip,
 		test_expiry,
 		test_map_full,
+		test_map_full_log,
 		test_map_resized,
 		test_corrupt_garbage,
+		test_corrupt_held,
+		test_corrupt_runtime,
 		test_truncated,
 		test_unwritable,
 		test_long_key,
+		test_long_handle,
 		test_wrong_version,
+		test_version_1,
 		test_log,
 		test_shared_env,
 		test_concurrency,
