@@ -24,9 +24,6 @@
 #include "looptest-checks.h"
 #include "loopguard-runtime.h"
 
-/* Values from messages are logged shortened to this. */
-#define LOOPGUARD_LOG_VALUE_MAX 200
-
 /* The extensions that share one context, so that the settings are read,
    and their warnings logged, once per Sieve instance. */
 static const char *const loopguard_extension_names[] = {
@@ -49,6 +46,21 @@ loopguard_context_find_shared(const struct sieve_extension *ext)
 	return NULL;
 }
 
+static const char *loopguard_setting_get(void *context, const char *name)
+{
+	struct sieve_instance *svinst = context;
+
+	return sieve_setting_get(svinst, name);
+}
+
+static void
+loopguard_context_read_settings(struct sieve_instance *svinst,
+				struct loopguard_context *ctx)
+{
+	loopguard_settings_parse(&ctx->set, ctx->pool, loopguard_setting_get,
+				 svinst, svinst->event);
+}
+
 bool loopguard_context_load(const struct sieve_extension *ext,
 			    void **context)
 {
@@ -59,7 +71,7 @@ bool loopguard_context_load(const struct sieve_extension *ext,
 	if (*context != NULL) {
 		/* Loaded again: keep the store, refresh the settings. */
 		ctx = *context;
-		loopguard_settings_read(svinst, ctx->pool, &ctx->set);
+		loopguard_context_read_settings(svinst, ctx);
 		return TRUE;
 	}
 	if ((ctx = loopguard_context_find_shared(ext)) != NULL) {
@@ -72,7 +84,7 @@ bool loopguard_context_load(const struct sieve_extension *ext,
 	ctx = p_new(pool, struct loopguard_context, 1);
 	ctx->pool = pool;
 	ctx->refcount = 1;
-	loopguard_settings_read(svinst, pool, &ctx->set);
+	loopguard_context_read_settings(svinst, ctx);
 	ctx->var_ext = sieve_ext_variables_get_extension(svinst);
 	*context = ctx;
 	return TRUE;
@@ -101,21 +113,31 @@ loopguard_runtime_context(const struct sieve_runtime_env *renv)
 	return ctx;
 }
 
-int loopguard_runtime_state_error(const struct sieve_runtime_env *renv,
-				  const char *test, const char *error)
+int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
+				  const char *test, int db_ret,
+				  const char *error)
 {
 	const struct loopguard_context *ctx = loopguard_runtime_context(renv);
 
-	if (ctx->set.on_error == LOOPGUARD_ON_ERROR_TEMPFAIL) {
+	if (db_ret == LOOPGUARD_DB_FULL) {
+		/* Deferring would not help: the records are all live, so
+		   the retry would find the store just as full. */
+		e_warning(renv->event, "%s test: loopguard state is full, "
+			  "test is false (sieve_loopguard_db_max_size is too "
+			  "small for this user): %s", test, error);
+	} else if (ctx->set.on_error == LOOPGUARD_ON_ERROR_TEMPFAIL) {
 		sieve_runtime_critical(renv, NULL,
 			t_strdup_printf("%s test: temporary failure", test),
 			"%s test: loopguard state error (delivery deferred): %s",
 			test, error);
 		return SIEVE_EXEC_TEMP_FAILURE;
+	} else {
+		e_warning(renv->event, "%s test: loopguard state unavailable, "
+			  "test is false: %s", test, error);
 	}
+	/* The path and the store's error are not the user's business. */
 	sieve_runtime_warning(renv, NULL,
-		"%s test: loopguard state unavailable, test is false: %s",
-		test, error);
+		"%s test: loopguard state unavailable, test is false", test);
 	return SIEVE_EXEC_OK;
 }
 
@@ -153,7 +175,7 @@ int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
 
 	if (loopguard_runtime_open_db(renv, db_r, &error) < 0) {
 		*db_r = NULL;
-		return loopguard_runtime_state_error(renv, test, error);
+		return loopguard_runtime_store_error(renv, test, -1, error);
 	}
 	return SIEVE_EXEC_OK;
 }
@@ -164,8 +186,9 @@ void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 	struct sieve_instance *svinst = renv->exec_env->svinst;
 	struct loopguard_db *db;
 	struct event *event;
-	const char *error, *key, *message_id;
+	const char *error, *handle, *key, *message_id;
 
+	handle = str_sanitize(lg_event->handle, LOOPGUARD_LOG_VALUE_MAX);
 	key = str_sanitize(lg_event->key, LOOPGUARD_LOG_VALUE_MAX);
 	message_id = str_sanitize(lg_event->message_id,
 				  LOOPGUARD_LOG_VALUE_MAX);
@@ -175,7 +198,7 @@ void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 					  lg_event->test, NULL));
 	event_add_str(event, "user", svinst->username);
 	event_add_str(event, "test", lg_event->test);
-	event_add_str(event, "handle", lg_event->handle);
+	event_add_str(event, "handle", handle);
 	event_add_str(event, "key", key);
 	event_add_str(event, "reasons", lg_event->reasons);
 	event_add_str(event, "message_id", message_id);
@@ -187,7 +210,7 @@ void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 	       "reasons=%s, message-id=%s, count=%u, window=%us, "
 	       "locked-until=%s", lg_event->test,
 	       svinst->username == NULL ? "" : svinst->username,
-	       lg_event->handle, key, lg_event->reasons, message_id,
+	       handle, key, lg_event->reasons, message_id,
 	       lg_event->count, lg_event->window,
 	       lg_event->locked_until == 0 ? "-" :
 	       t_strflocaltime("%Y-%m-%d %H:%M:%S",

@@ -7,6 +7,9 @@
 
 #include "loopguard-settings.h"
 
+/* Values from messages are logged shortened to this. */
+#define LOOPGUARD_LOG_VALUE_MAX 200
+
 struct sieve_extension;
 struct sieve_runtime_env;
 struct loopguard_db;
@@ -30,15 +33,20 @@ bool loopguard_context_load(const struct sieve_extension *ext,
 void loopguard_context_unload(const struct sieve_extension *ext);
 
 /* Returns SIEVE_EXEC_OK with *db_r set, or the result of
-   loopguard_runtime_state_error() with *db_r NULL. */
+   loopguard_runtime_store_error() with *db_r NULL. */
 int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
 			     const char *test, struct loopguard_db **db_r);
 
-/* Handles a failure of the store as sieve_loopguard_on_error says: keep
-   returns SIEVE_EXEC_OK after a warning (the caller answers false), tempfail
-   returns SIEVE_EXEC_TEMP_FAILURE. */
-int loopguard_runtime_state_error(const struct sieve_runtime_env *renv,
-				  const char *test, const char *error);
+/* Handles a failure of the store, db_ret being what the store returned
+   (-1, or LOOPGUARD_DB_FULL). The user's script log gets a generic warning,
+   the details go to the administrator's log. A full store is no transient
+   error, so it is always handled like keep: SIEVE_EXEC_OK after the warning
+   (the caller answers false). Any other error follows
+   sieve_loopguard_on_error: keep as above, tempfail returns
+   SIEVE_EXEC_TEMP_FAILURE. */
+int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
+				  const char *test, int db_ret,
+				  const char *error);
 
 /* Reports a test that fired: one log line, the sieve_loopguard_<test> event,
    and an entry in the user's capped log (a failure there only warns). */

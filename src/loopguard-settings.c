@@ -1,76 +1,159 @@
-/* Reads, validates and defaults the sieve_loopguard_* settings. */
+/* Validates and defaults the sieve_loopguard_* settings, wherever they are
+   read from. */
 
 #include "lib.h"
-
-#include "sieve-common.h"
-#include "sieve-settings.h"
+#include "strnum.h"
+#include "settings-parser.h"
 
 #include "loopguard-settings.h"
 
-#define LOOPGUARD_SETTING_PREFIX "sieve_loopguard_"
+struct loopguard_settings_source {
+	loopguard_settings_get_t *get;
+	void *context;
+	struct event *event;
+};
+
+/* Returns the value of sieve_loopguard_<name>, or NULL when it is unset
+   or empty. */
+static const char *
+loopguard_settings_lookup(const struct loopguard_settings_source *src,
+			  const char *name, const char **setting_r)
+{
+	const char *value;
+
+	*setting_r = t_strconcat(LOOPGUARD_SETTING_PREFIX, name, NULL);
+	value = src->get(src->context, *setting_r);
+	return value == NULL || *value == '\0' ? NULL : value;
+}
 
 static void
-loopguard_settings_get_uint(struct sieve_instance *svinst, const char *name,
-			    unsigned int max, unsigned int *value)
+loopguard_settings_invalid(const struct loopguard_settings_source *src,
+			   const char *setting, const char *value,
+			   const char *error, const char *default_value)
 {
-	const char *setting = t_strconcat(LOOPGUARD_SETTING_PREFIX, name, NULL);
-	unsigned long long int number;
+	e_warning(src->event, "%s: invalid value '%s' (%s), using the "
+		  "default %s", setting, value, error, default_value);
+}
 
-	if (!sieve_setting_get_uint_value(svinst, setting, &number))
+/* max 0: no maximum */
+static void
+loopguard_settings_get_uint(const struct loopguard_settings_source *src,
+			    const char *name, unsigned int max,
+			    unsigned int *value)
+{
+	const char *setting, *str;
+	unsigned int number;
+
+	if ((str = loopguard_settings_lookup(src, name, &setting)) == NULL)
 		return;
-	if (number > max) {
-		e_warning(svinst->event, "%s: value %llu is too large "
+	if (str_to_uint(str, &number) < 0) {
+		loopguard_settings_invalid(src, setting, str,
+					   str_num_error(str),
+					   dec2str(*value));
+		return;
+	}
+	if (max > 0 && number > max) {
+		e_warning(src->event, "%s: value %u is too large "
 			  "(maximum %u), using the default %u",
 			  setting, number, max, *value);
 		return;
 	}
-	*value = (unsigned int)number;
+	*value = number;
 }
 
 static void
-loopguard_settings_get_duration(struct sieve_instance *svinst,
+loopguard_settings_get_duration(const struct loopguard_settings_source *src,
 				const char *name, unsigned int *value)
 {
-	const char *setting = t_strconcat(LOOPGUARD_SETTING_PREFIX, name, NULL);
-	sieve_number_t seconds;
+	const char *setting, *str, *error;
+	unsigned int seconds;
 
-	if (!sieve_setting_get_duration_value(svinst, setting, &seconds))
+	if ((str = loopguard_settings_lookup(src, name, &setting)) == NULL)
 		return;
-	if (seconds > UINT_MAX) {
-		e_warning(svinst->event, "%s: duration is too long, "
-			  "using the default %u seconds", setting, *value);
+	if (settings_get_time(str, &seconds, &error) < 0) {
+		loopguard_settings_invalid(src, setting, str, error,
+			t_strdup_printf("%u seconds", *value));
 		return;
 	}
-	*value = (unsigned int)seconds;
+	*value = seconds;
 }
 
 static void
-loopguard_settings_get_on_error(struct sieve_instance *svinst,
+loopguard_settings_get_size(const struct loopguard_settings_source *src,
+			    const char *name, uoff_t min, uoff_t *value)
+{
+	const char *setting, *str, *error;
+	uoff_t size;
+
+	if ((str = loopguard_settings_lookup(src, name, &setting)) == NULL)
+		return;
+	if (settings_get_size(str, &size, &error) < 0) {
+		loopguard_settings_invalid(src, setting, str, error,
+			t_strdup_printf("%"PRIuUOFF_T" bytes", *value));
+		return;
+	}
+	if (size < min) {
+		e_warning(src->event, "%s: %"PRIuUOFF_T" is below the minimum "
+			  "of %"PRIuUOFF_T" bytes, using the default",
+			  setting, size, min);
+		return;
+	}
+	*value = size;
+}
+
+static void
+loopguard_settings_get_bool(const struct loopguard_settings_source *src,
+			    const char *name, bool *value)
+{
+	const char *setting, *str;
+
+	if ((str = loopguard_settings_lookup(src, name, &setting)) == NULL)
+		return;
+	/* Dovecot 2.3's own rule for booleans (its settings parser does not
+	   export it) */
+	if (strcasecmp(str, "yes") == 0 || strcasecmp(str, "y") == 0 ||
+	    strcmp(str, "1") == 0)
+		*value = TRUE;
+	else if (strcasecmp(str, "no") == 0)
+		*value = FALSE;
+	else {
+		loopguard_settings_invalid(src, setting, str,
+					   "use yes or no",
+					   *value ? "yes" : "no");
+	}
+}
+
+static void
+loopguard_settings_get_on_error(const struct loopguard_settings_source *src,
 				enum loopguard_on_error *value)
 {
-	const char *setting = LOOPGUARD_SETTING_PREFIX"on_error";
-	const char *str = sieve_setting_get(svinst, setting);
+	const char *setting, *str;
 
-	if (str == NULL || *str == '\0')
+	if ((str = loopguard_settings_lookup(src, "on_error",
+					     &setting)) == NULL)
 		return;
 	if (strcasecmp(str, "keep") == 0)
 		*value = LOOPGUARD_ON_ERROR_KEEP;
 	else if (strcasecmp(str, "tempfail") == 0)
 		*value = LOOPGUARD_ON_ERROR_TEMPFAIL;
 	else {
-		e_warning(svinst->event, "%s: invalid value '%s' "
+		e_warning(src->event, "%s: invalid value '%s' "
 			  "(expected keep or tempfail), using keep",
 			  setting, str);
 		*value = LOOPGUARD_ON_ERROR_KEEP;
 	}
 }
 
-void loopguard_settings_read(struct sieve_instance *svinst, pool_t pool,
-			     struct loopguard_settings *set)
+void loopguard_settings_parse(struct loopguard_settings *set, pool_t pool,
+			      loopguard_settings_get_t *get, void *context,
+			      struct event *event)
 {
-	const char *str;
-	size_t size;
-	bool sync;
+	struct loopguard_settings_source src = {
+		.get = get,
+		.context = context,
+		.event = event,
+	};
+	const char *setting, *str;
 
 	i_zero(set);
 	set->db_path = LOOPGUARD_DEFAULT_DB_PATH;
@@ -87,51 +170,40 @@ void loopguard_settings_read(struct sieve_instance *svinst, pool_t pool,
 	set->log_size = LOOPGUARD_DEFAULT_LOG_SIZE;
 
 	T_BEGIN {
-		str = sieve_setting_get(svinst,
-					LOOPGUARD_SETTING_PREFIX"db");
-		if (str != NULL && *str != '\0')
+		str = loopguard_settings_lookup(&src, "db", &setting);
+		if (str != NULL)
 			set->db_path = p_strdup(pool, str);
+		loopguard_settings_get_size(&src, "db_max_size",
+					    LOOPGUARD_MIN_DB_MAX_SIZE,
+					    &set->db_max_size);
+		loopguard_settings_get_bool(&src, "sync", &set->sync);
+		loopguard_settings_get_on_error(&src, &set->on_error);
 
-		if (sieve_setting_get_size_value(
-			svinst, LOOPGUARD_SETTING_PREFIX"db_max_size",
-			&size)) {
-			if (size < LOOPGUARD_MIN_DB_MAX_SIZE) {
-				e_warning(svinst->event,
-					  LOOPGUARD_SETTING_PREFIX"db_max_size: "
-					  "%zu is below the minimum of %u "
-					  "bytes, using the default", size,
-					  LOOPGUARD_MIN_DB_MAX_SIZE);
-			} else {
-				set->db_max_size = size;
-			}
-		}
-		if (sieve_setting_get_bool_value(
-			svinst, LOOPGUARD_SETTING_PREFIX"sync", &sync))
-			set->sync = sync;
-		loopguard_settings_get_on_error(svinst, &set->on_error);
-
-		loopguard_settings_get_uint(svinst, "max_count", UINT_MAX,
+		loopguard_settings_get_uint(&src, "max_count",
+					    LOOPGUARD_MAX_COUNT_LIMIT,
 					    &set->max_count);
-		loopguard_settings_get_duration(svinst, "max_period",
+		loopguard_settings_get_duration(&src, "max_period",
 						&set->max_period);
-		loopguard_settings_get_uint(svinst, "hops", UINT_MAX,
-					    &set->hops);
-		loopguard_settings_get_duration(svinst, "duplicate_period",
+		loopguard_settings_get_uint(&src, "hops", 0, &set->hops);
+		loopguard_settings_get_duration(&src, "duplicate_period",
 						&set->duplicate_period);
-		loopguard_settings_get_uint(svinst, "ratelimit_count",
+		loopguard_settings_get_uint(&src, "ratelimit_count",
 					    set->max_count,
 					    &set->ratelimit_count);
-		loopguard_settings_get_duration(svinst, "ratelimit_period",
+		loopguard_settings_get_duration(&src, "ratelimit_period",
 						&set->ratelimit_period);
-		loopguard_settings_get_duration(svinst, "ratelimit_lock",
+		loopguard_settings_get_duration(&src, "ratelimit_lock",
 						&set->ratelimit_lock);
-		loopguard_settings_get_uint(svinst, "log_size", UINT_MAX,
+		loopguard_settings_get_uint(&src, "log_size", 0,
 					    &set->log_size);
 	} T_END;
 
-	/* Defaults obey the maxima too, so a script without tags never
-	   exceeds what the administrator allowed. */
-	set->ratelimit_count = I_MIN(set->ratelimit_count, set->max_count);
+	/* Defaults obey the maxima too (0 is no maximum), so a script
+	   without tags never exceeds what the administrator allowed. */
+	if (set->max_count > 0) {
+		set->ratelimit_count = I_MIN(set->ratelimit_count,
+					     set->max_count);
+	}
 	if (set->max_period > 0) {
 		set->ratelimit_period = I_MIN(set->ratelimit_period,
 					      set->max_period);

@@ -1,9 +1,11 @@
 #ifndef LOOPGUARD_SETTINGS_H
 #define LOOPGUARD_SETTINGS_H
 
-/* The plugin { sieve_loopguard_* } settings, read once per Sieve instance. */
+/* The plugin { sieve_loopguard_* } settings: validation and defaults,
+   shared by the Sieve and doveadm plugins. Needs neither: each passes a
+   function that looks a setting up. */
 
-struct sieve_instance;
+struct event;
 
 enum loopguard_on_error {
 	/* the test is false, a warning is logged, the script goes on */
@@ -27,10 +29,13 @@ struct loopguard_settings {
 	unsigned int ratelimit_period;
 	unsigned int ratelimit_lock;
 
+	/* 0: no maximum */
 	unsigned int max_count;
 	unsigned int max_period;
 	unsigned int log_size;
 };
+
+#define LOOPGUARD_SETTING_PREFIX "sieve_loopguard_"
 
 #define LOOPGUARD_DEFAULT_DB_PATH "~/.dovecot.loopguard"
 #define LOOPGUARD_DEFAULT_DB_MAX_SIZE (64 * 1024 * 1024)
@@ -45,10 +50,19 @@ struct loopguard_settings {
 
 /* The smallest map that still holds LMDB's meta pages and a few records. */
 #define LOOPGUARD_MIN_DB_MAX_SIZE (128 * 1024)
+/* The largest sieve_loopguard_max_count: every counted message of a key is
+   kept in its record, so a larger limit only makes records huge. */
+#define LOOPGUARD_MAX_COUNT_LIMIT 100000
 
-/* Fills set with the configured values; an invalid value logs a warning and
-   leaves the default in place. Strings are allocated from pool. */
-void loopguard_settings_read(struct sieve_instance *svinst, pool_t pool,
-			     struct loopguard_settings *set);
+/* Returns the value of the setting called name (prefix included), or NULL
+   when it is not set. */
+typedef const char *loopguard_settings_get_t(void *context, const char *name);
+
+/* Fills set with the defaults, overridden by the values get() returns. An
+   invalid value logs a warning on event and leaves the default in place.
+   Strings are allocated from pool. */
+void loopguard_settings_parse(struct loopguard_settings *set, pool_t pool,
+			      loopguard_settings_get_t *get, void *context,
+			      struct event *event);
 
 #endif

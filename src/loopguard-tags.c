@@ -38,6 +38,13 @@ bool loopguard_tag_validate_number(struct sieve_validator *valdtr,
 	return TRUE;
 }
 
+unsigned int loopguard_tag_clamp(sieve_number_t value, sieve_number_t max)
+{
+	if (max > 0 && value > max)
+		value = max;
+	return value > UINT_MAX ? UINT_MAX : (unsigned int)value;
+}
+
 bool loopguard_tag_validate_string(struct sieve_validator *valdtr,
 				   struct sieve_ast_argument **arg,
 				   struct sieve_command *cmd,

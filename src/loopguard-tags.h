@@ -14,6 +14,11 @@ bool loopguard_tag_validate_number(struct sieve_validator *valdtr,
 				   struct sieve_command *cmd,
 				   sieve_number_t max);
 
+/* The value of a number tag as a test uses it at run time: at most max
+   (0: no maximum), and at most UINT_MAX. The compile-time clamp is not
+   enough: a binary compiled under other settings is run as it is. */
+unsigned int loopguard_tag_clamp(sieve_number_t value, sieve_number_t max);
+
 /* Checks ":tag <string>" or ":tag <string-list>". */
 bool loopguard_tag_validate_string(struct sieve_validator *valdtr,
 				   struct sieve_ast_argument **arg,

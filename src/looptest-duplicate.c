@@ -156,7 +156,8 @@ looptest_duplicate_lookup(const struct sieve_runtime_env *renv,
 	}
 	pool_unref(&pool);
 	if (ret < 0)
-		return loopguard_runtime_state_error(renv, "looptest", error);
+		return loopguard_runtime_store_error(renv, "looptest", ret,
+						     error);
 	return SIEVE_EXEC_OK;
 }
 

@@ -15,6 +15,9 @@
 #define RATELIMIT_PAYLOAD_VERSION 1
 #define RATELIMIT_HEADER_SIZE (1 + 4 + 4 + 4 + 8)
 #define RATELIMIT_STAMP_SIZE (8 + RATELIMIT_MESSAGE_HASH_SIZE + 1)
+/* No stored time lies further ahead than the longest lock (a clock that
+   went back by more than that is not worth a lock for ever). */
+#define RATELIMIT_MAX_FUTURE ((uint64_t)UINT_MAX)
 
 struct ratelimit_stamp {
 	time_t time;
@@ -39,19 +42,38 @@ static void ratelimit_write_be32(buffer_t *buf, uint32_t value)
 	cpu32_to_be_unaligned(value, buffer_append_space_unsafe(buf, 4));
 }
 
+/* Times come from a file: checked as unsigned before they become time_t,
+   so that no arithmetic on them can overflow. */
+static bool ratelimit_time_valid(uint64_t t, time_t now)
+{
+	return now >= 0 && t <= (uint64_t)now + RATELIMIT_MAX_FUTURE;
+}
+
 static bool
-ratelimit_payload_parse(const unsigned char *data, size_t size,
+ratelimit_payload_parse(const unsigned char *data, size_t size, time_t now,
 			struct ratelimit_payload *payload_r)
 {
+	uint64_t locked_until;
+	size_t pos;
+
 	i_zero(payload_r);
 	if (data == NULL || size < RATELIMIT_HEADER_SIZE ||
 	    data[0] != RATELIMIT_PAYLOAD_VERSION ||
 	    (size - RATELIMIT_HEADER_SIZE) % RATELIMIT_STAMP_SIZE != 0)
 		return FALSE;
+	locked_until = be64_to_cpu_unaligned(data + 13);
+	if (!ratelimit_time_valid(locked_until, now))
+		return FALSE;
+	for (pos = RATELIMIT_HEADER_SIZE; pos < size;
+	     pos += RATELIMIT_STAMP_SIZE) {
+		if (!ratelimit_time_valid(be64_to_cpu_unaligned(data + pos),
+					  now))
+			return FALSE;
+	}
 	payload_r->count = be32_to_cpu_unaligned(data + 1);
 	payload_r->period = be32_to_cpu_unaligned(data + 5);
 	payload_r->lock = be32_to_cpu_unaligned(data + 9);
-	payload_r->locked_until = (time_t)be64_to_cpu_unaligned(data + 13);
+	payload_r->locked_until = (time_t)locked_until;
 	payload_r->stamps = data + RATELIMIT_HEADER_SIZE;
 	payload_r->stamp_count =
 		(size - RATELIMIT_HEADER_SIZE) / RATELIMIT_STAMP_SIZE;
@@ -74,7 +96,8 @@ ratelimit_payload_stamp(const struct ratelimit_payload *payload,
    (the clock went back) counts too: dropping it would forget messages. */
 static bool ratelimit_in_window(time_t stamp, time_t now, unsigned int period)
 {
-	return stamp + (time_t)period > now;
+	/* now - period, not stamp + period: now is the clock's, sane */
+	return stamp > now - (time_t)period;
 }
 
 static void
@@ -113,8 +136,10 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 	if (params->count == 0)
 		return FALSE;
 
-	if (!ratelimit_payload_parse(old, old_size, &payload))
+	if (!ratelimit_payload_parse(old, old_size, now, &payload)) {
 		i_zero(&payload);
+		result_r->payload_ignored = old != NULL;
+	}
 	if (payload.locked_until > now)
 		locked_until = payload.locked_until;
 
@@ -138,8 +163,10 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 	}
 
 	/* Only count+1 stamps are kept, so beyond that the count means no
-	   more than "over the limit": report it as count+1, as list does. */
-	result_r->count_in_window = I_MIN(in_window + 1, params->count + 1);
+	   more than "over the limit": report it as count+1, as list does.
+	   (in_window >= count: count+1 cannot overflow then.) */
+	result_r->count_in_window = in_window >= params->count ?
+		params->count + 1 : in_window + 1;
 	result_r->exceeded = (locked_until > now ||
 			      in_window + 1 > params->count);
 	if (in_window + 1 > params->count && params->lock > 0) {
@@ -177,7 +204,7 @@ bool ratelimit_window_decode(const unsigned char *data, size_t size,
 	unsigned int i;
 
 	i_zero(state_r);
-	if (!ratelimit_payload_parse(data, size, &payload))
+	if (!ratelimit_payload_parse(data, size, now, &payload))
 		return FALSE;
 	state_r->count = payload.count;
 	state_r->period = payload.period;

@@ -24,6 +24,9 @@ struct ratelimit_result {
 	time_t locked_until;
 	/* this message was counted already, the earlier answer is repeated */
 	bool already_counted;
+	/* the stored payload was unreadable (another version, a wrong size,
+	   times that cannot be) and was treated as absent */
+	bool payload_ignored;
 };
 
 /* What doveadm loopguard list shows of a key. */
@@ -48,7 +51,7 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 			    struct ratelimit_result *result_r);
 
 /* Decodes a stored payload. Returns FALSE for a payload of the wrong
-   version or size. */
+   version or size, or with times beyond any window or lock from now. */
 bool ratelimit_window_decode(const unsigned char *payload, size_t size,
 			     time_t now, struct ratelimit_state *state_r);
 

@@ -452,8 +452,7 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 	envelope.sender = loopguard_runtime_sender(renv);
 	envelope.user_addresses =
 		loopguard_runtime_user_addresses(renv, extra_addresses);
-	envelope.hops_threshold = hops > UINT_MAX ? UINT_MAX :
-		(unsigned int)hops;
+	envelope.hops_threshold = loopguard_tag_clamp(hops, 0);
 
 	ret = loopguard_runtime_read_message(renv, "looptest", &envelope,
 					     (unsigned int)checks, &result);
@@ -461,9 +460,10 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 		return ret;
 
 	if ((checks & LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE)) != 0) {
+		/* clamped again: a binary compiled under other settings */
 		ret = looptest_duplicate_check(renv, result.fingerprint,
-					       (unsigned int)seconds,
-					       &duplicate);
+			loopguard_tag_clamp(seconds, ctx->set.max_period),
+			&duplicate);
 		if (ret != SIEVE_EXEC_OK)
 			return ret;
 		if (duplicate) {

@@ -4,6 +4,7 @@
 #include <time.h>
 #include "buffer.h"
 #include "str.h"
+#include "str-sanitize.h"
 #include "sha2.h"
 #include "message-address.h"
 #include "mail-storage.h"
@@ -383,8 +384,8 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 		}
 		pool_unref(&pool);
 		if (ret < 0) {
-			return loopguard_runtime_state_error(
-				renv, "ratelimit", error);
+			return loopguard_runtime_store_error(
+				renv, "ratelimit", ret, error);
 		}
 		return SIEVE_EXEC_OK;
 	}
@@ -392,9 +393,12 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 	i_zero(&update);
 	update.params = params;
 	update.message_hash = message_hash;
-	if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle, key, now,
-				tst_ratelimit_update, &update, &error) < 0)
-		return loopguard_runtime_state_error(renv, "ratelimit", error);
+	ret = loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle, key, now,
+				  tst_ratelimit_update, &update, &error);
+	if (ret < 0) {
+		return loopguard_runtime_store_error(renv, "ratelimit", ret,
+						     error);
+	}
 	*result_r = update.result;
 	return SIEVE_EXEC_OK;
 }
@@ -504,14 +508,20 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 	handle = handle_str == NULL ? "" : str_c(handle_str);
 
 	i_zero(&params);
-	params.count = count > UINT_MAX ? UINT_MAX : (unsigned int)count;
-	params.period = seconds > UINT_MAX ? UINT_MAX : (unsigned int)seconds;
-	params.lock = lock > UINT_MAX ? UINT_MAX : (unsigned int)lock;
+	params.count = loopguard_tag_clamp(count, ctx->set.max_count);
+	params.period = loopguard_tag_clamp(seconds, ctx->set.max_period);
+	params.lock = loopguard_tag_clamp(lock, ctx->set.max_period);
 
 	ret = tst_ratelimit_check(renv, handle, key, &params, noupdate,
 				  &result);
 	if (ret != SIEVE_EXEC_OK)
 		return ret;
+	if (result.payload_ignored) {
+		e_warning(renv->event, "ratelimit test: ignoring an unreadable "
+			  "record of key '%s' (handle '%s'), counting afresh",
+			  str_sanitize(key, LOOPGUARD_LOG_VALUE_MAX),
+			  str_sanitize(handle, LOOPGUARD_LOG_VALUE_MAX));
+	}
 
 	sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
 		"key `%s': %u in window of %u seconds (limit %u)%s%s",

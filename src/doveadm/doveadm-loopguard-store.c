@@ -1,9 +1,7 @@
 /* Finds and opens a user's loopguard store the way the Sieve plugin does. */
 
 #include "lib.h"
-#include "strnum.h"
 #include "time-util.h"
-#include "settings-parser.h"
 #include "mail-user.h"
 #include "doveadm-print.h"
 
@@ -13,92 +11,74 @@
 #include "doveadm-loopguard.h"
 
 #include <sys/stat.h>
+#include <fcntl.h>
 
-#define DOVEADM_LOOPGUARD_SETTING_PREFIX "sieve_loopguard_"
+static const char *doveadm_loopguard_setting_get(void *context,
+						 const char *name)
+{
+	struct mail_user *user = context;
+
+	return mail_user_plugin_getenv(user, name);
+}
 
 static int
-doveadm_loopguard_get_path(struct mail_user *user, const char **path_r,
-			   const char **error_r)
+doveadm_loopguard_get_path(struct mail_user *user, const char *configured,
+			   const char **path_r, const char **error_r)
 {
-	const char *path, *home = NULL;
+	const char *home = NULL;
 
-	path = mail_user_plugin_getenv(user,
-		DOVEADM_LOOPGUARD_SETTING_PREFIX"db");
-	if (path == NULL || *path == '\0')
-		path = LOOPGUARD_DEFAULT_DB_PATH;
 	/* Only a relative path needs the home directory looked up. */
-	if (*path != '/' && mail_user_get_home(user, &home) < 0) {
+	if (*configured != '/' && mail_user_get_home(user, &home) < 0) {
 		*error_r = "Failed to look up the home directory";
 		return -1;
 	}
-	return loopguard_path_resolve(path, home, path_r, error_r);
+	return loopguard_path_resolve(configured, home, path_r, error_r);
 }
 
-static void
-doveadm_loopguard_get_settings(struct mail_user *user,
-			       struct loopguard_db_settings *set_r)
+/* Permission is checked before LMDB opens the files (the data file and
+   its lock file, both read-write), as its error is no more than a string:
+   denied access is not a temporary failure. Returns -1 with errno EACCES
+   and *path_r set when access is denied. */
+static int
+doveadm_loopguard_check_access(const char *path, const char **path_r)
 {
-	const char *str, *error;
-	uoff_t size;
-	unsigned int num;
+	const char *paths[] = { path, t_strconcat(path, "-lock", NULL) };
+	unsigned int i;
+	int fd;
 
-	set_r->max_size = LOOPGUARD_DEFAULT_DB_MAX_SIZE;
-	set_r->sync = TRUE;
-	set_r->log_size = LOOPGUARD_DEFAULT_LOG_SIZE;
-
-	/* Invalid values get the same treatment as in the Sieve plugin:
-	   a warning and the default. */
-	str = mail_user_plugin_getenv(user,
-		DOVEADM_LOOPGUARD_SETTING_PREFIX"db_max_size");
-	if (str != NULL && *str != '\0') {
-		if (settings_get_size(str, &size, &error) < 0) {
-			e_warning(user->event, DOVEADM_LOOPGUARD_SETTING_PREFIX
-				  "db_max_size: %s, using the default", error);
-		} else if (size < LOOPGUARD_MIN_DB_MAX_SIZE) {
-			e_warning(user->event, DOVEADM_LOOPGUARD_SETTING_PREFIX
-				  "db_max_size: %"PRIuUOFF_T" is below the "
-				  "minimum of %u bytes, using the default",
-				  size, LOOPGUARD_MIN_DB_MAX_SIZE);
-		} else {
-			set_r->max_size = size;
+	for (i = 0; i < N_ELEMENTS(paths); i++) {
+		if ((fd = open(paths[i], O_RDWR)) < 0) {
+			if (errno != EACCES)
+				continue;
+			*path_r = paths[i];
+			return -1;
 		}
+		i_close_fd(&fd);
 	}
-
-	str = mail_user_plugin_getenv(user,
-		DOVEADM_LOOPGUARD_SETTING_PREFIX"sync");
-	if (str != NULL && *str != '\0') {
-		if (strcasecmp(str, "no") == 0)
-			set_r->sync = FALSE;
-		else if (strcasecmp(str, "yes") != 0) {
-			e_warning(user->event, DOVEADM_LOOPGUARD_SETTING_PREFIX
-				  "sync: invalid value '%s' (expected yes or "
-				  "no), using yes", str);
-		}
-	}
-
-	str = mail_user_plugin_getenv(user,
-		DOVEADM_LOOPGUARD_SETTING_PREFIX"log_size");
-	if (str != NULL && *str != '\0') {
-		if (str_to_uint(str, &num) < 0) {
-			e_warning(user->event, DOVEADM_LOOPGUARD_SETTING_PREFIX
-				  "log_size: invalid number '%s', using the "
-				  "default", str);
-		} else {
-			set_r->log_size = num;
-		}
-	}
+	return 0;
 }
 
 int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 			   struct mail_user *user, struct loopguard_db **db_r)
 {
+	struct loopguard_settings lg_set;
 	struct loopguard_db_settings set;
 	struct stat st;
-	const char *error;
+	const char *error, *denied_path;
+	int stat_errno;
 
 	*db_r = NULL;
+	/* Invalid values get the same treatment as in the Sieve plugin:
+	   a warning and the default. */
+	loopguard_settings_parse(&lg_set, user->pool,
+				 doveadm_loopguard_setting_get, user,
+				 user->event);
 	i_zero(&set);
-	if (doveadm_loopguard_get_path(user, &set.path, &error) < 0) {
+	set.max_size = lg_set.db_max_size;
+	set.sync = lg_set.sync;
+	set.log_size = lg_set.log_size;
+	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,
+				       &error) < 0) {
 		e_error(user->event, "loopguard: %s", error);
 		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		return -1;
@@ -108,13 +88,19 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	if (stat(set.path, &st) < 0) {
 		if (errno == ENOENT)
 			return 0;
+		stat_errno = errno;
 		e_error(user->event, "loopguard: stat(%s) failed: %m",
 			set.path);
-		doveadm_mail_failed_error(ctx, errno == EACCES ?
+		doveadm_mail_failed_error(ctx, stat_errno == EACCES ?
 					  MAIL_ERROR_PERM : MAIL_ERROR_TEMP);
 		return -1;
 	}
-	doveadm_loopguard_get_settings(user, &set);
+	if (doveadm_loopguard_check_access(set.path, &denied_path) < 0) {
+		e_error(user->event, "loopguard: open(%s) failed: %m",
+			denied_path);
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_PERM);
+		return -1;
+	}
 
 	if (loopguard_db_open(&set, db_r, &error) < 0) {
 		doveadm_loopguard_failed(ctx, user, error);

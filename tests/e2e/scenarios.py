@@ -665,10 +665,14 @@ def s_doveadm(ctx):
 
     # users without a store: empty, not an error, nothing created
     empty = ctx.user("nostore", example("discard-loops.sieve"))
+    # doveadm parses the settings as the Sieve plugin does: "y" is a boolean
+    ctx.dc.add_user(empty.address, empty.home, {"sieve_loopguard_sync": "y"})
     ghost = ctx.dc.add_user(ctx.address("nohome"))  # home never created
     for who in (empty.address, ghost):
-        rows, _ = lg(ctx, "list", who)
+        rows, err = lg(ctx, "list", who)
         check(rows == [], "list -u %s (no store): %r" % (who, rows))
+        check("sieve_loopguard_" not in err, "list -u %s: a setting was "
+              "refused: %s" % (who, err.strip()))
         rows, _ = lg(ctx, "log", who)
         check(rows == [], "log -u %s (no store): %r" % (who, rows))
         rows, _ = lg(ctx, "purge", who)

@@ -211,6 +211,30 @@ lg_check_match ":seconds is clamped with a warning" \
 	"line 2: warning: the :seconds value 99999999 .*using 604800" "$LG_OUT"
 lg_check_match ":lock is clamped with a warning" \
 	"line 2: warning: the :lock value 99999999 .*using 604800" "$LG_OUT"
+# A binary compiled under other settings is run as it is: the maxima are
+# enforced at run time too.
+lg_script precompiled.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 10 :seconds 60 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+lg_config "  sieve_loopguard_max_count = 0"
+(cd "$LG_DIR" && runuser -u "$LG_USER" -- sievec -c "$LG_DIR/dovecot.conf" \
+	-P "$LG_PLUGIN" precompiled.sieve) >/dev/null 2>&1
+lg_config "  sieve_loopguard_max_count = 3"
+out=""
+for i in 1 2 3 4; do
+	msg "p$i" "pre@example.com"
+	lg_deliver precompiled.sieve "p$i" "$(lg_at $((i + 1000)))" \
+		-f pre@example.com
+	out="$out $(lg_outcome)"
+done
+lg_check "the binary was run, not compiled again" 0 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'warning: the :count value')"
+lg_check "a precompiled :count is clamped to the maximum at run time" \
+	" Under Under Under Over" "$out"
+lg_config ""
+
 lg_script badtype.sieve <<'SIEVE'
 require ["vnd.loopguard.ratelimit", "fileinto"];
 if ratelimit :count "ten" { fileinto "Over"; }
@@ -251,6 +275,19 @@ lg_check_match "the line names user, handle, key, count, window, lock, id" \
 	"$LG_OUT"
 logdump=$(mdb_dump -p -n -s log "$LG_STATE" 2>&1)
 lg_check_match "the entry is kept in the user's log" "g2@test" "$logdump"
+# the handle comes from the script: logged shortened, on one line
+long=$(printf 'h%.0s' $(seq 1 250))
+lg_script longhandle.sieve <<SIEVE
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :handle "$long
+x" :count 1 :seconds 60 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+msg g3 "log@example.com"; msg g4 "log@example.com"
+lg_deliver longhandle.sieve g3 "$(lg_at 3)" -f log@example.com
+lg_deliver longhandle.sieve g4 "$(lg_at 4)" -f log@example.com
+lg_check "a handle is logged sanitized: shortened, on one line" 1 \
+	"$(printf '%s\n' "$LG_OUT" | grep -Ec 'ratelimit fired: user=[^,]*, handle=h{150,200}\.\.\., key=log@example.com, ')"
 
 LG_SCENARIO="state errors"
 lg_script keep.sieve <<'SIEVE'
@@ -267,6 +304,13 @@ lg_check "keep: the test is false and the script goes on" "After" \
 	"$(lg_outcome)"
 lg_check_match "keep: a warning is logged" \
 	"warning: ratelimit test: loopguard state unavailable" "$LG_OUT"
+lg_check "keep: the script's warning names neither path nor error" 1 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c '^warning: ratelimit test: loopguard state unavailable, test is false\.$')"
+lg_check_match "keep: the administrator's log has the path and the error" \
+	"Warning: .*ratelimit test: loopguard state unavailable.*$LG_DIR/notafile.*Is a directory" \
+	"$LG_OUT"
+lg_check "keep: the path appears in the administrator's log only" 0 \
+	"$(printf '%s\n' "$LG_OUT" | grep notafile | grep -vc '^sieve-test([^)]*): Warning: ')"
 # a corrupted data file
 printf 'this is not an lmdb file %.0s' $(seq 1 400) > "$LG_DIR/broken"
 chown "$LG_USER" "$LG_DIR/broken"
@@ -281,6 +325,25 @@ lg_check_match "tempfail: the delivery is deferred" \
 	"temporary failure|TEMPFAIL|tempfail" "$LG_OUT"
 lg_check "tempfail: nothing is filed" 0 \
 	"$(find "$LG_DIR/mail" -path '*After*' -type f | wc -l)"
+# A store full of live records stays full: deferring would defer for ever,
+# so a full store is handled like keep whatever on_error says.
+{
+	echo 'require ["vnd.loopguard.ratelimit", "fileinto"];'
+	long=$(printf 'k%.0s' $(seq 1 400))
+	for i in $(seq 1 50); do
+		echo "if ratelimit :key \"$long$i\" :count 5 :seconds 86400 { fileinto \"Over\"; stop; }"
+	done
+	echo 'fileinto "After";'
+} | lg_script full.sieve
+rm -f "$LG_DIR/full.lmdb" "$LG_DIR/full.lmdb-lock"
+lg_config "  sieve_loopguard_db = $LG_DIR/full.lmdb
+  sieve_loopguard_db_max_size = 128k
+  sieve_loopguard_on_error = tempfail"
+lg_deliver full.sieve e1 ""
+lg_check "full store: not deferred, the script goes on" "After" \
+	"$(lg_outcome)"
+lg_check_match "full store: the administrator is told" \
+	"Warning: .*ratelimit test: loopguard state is full" "$LG_OUT"
 
 LG_SCENARIO="expiry"
 lg_config ""

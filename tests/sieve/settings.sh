@@ -23,6 +23,14 @@ run_n() {
 	lg_outcome
 }
 
+# warns NAME "SETTING = VALUE" REGEX: delivering with that setting logs a
+# warning matching REGEX
+warns() {
+	lg_config "  $2"
+	lg_deliver defaults.sieve m1 "" -f s@example.com
+	lg_check_match "$1" "[Ww]arning: .*$3" "$LG_OUT"
+}
+
 LG_SCENARIO="settings"
 lg_config "  sieve_loopguard_ratelimit_count = 2
   sieve_loopguard_ratelimit_period = 1h"
@@ -43,10 +51,33 @@ lg_config "  sieve_loopguard_max_count = 3"
 lg_check "the default :count is clamped to sieve_loopguard_max_count" \
 	"Over" "$(run_n 4)"
 
-lg_config "  sieve_loopguard_on_error = sometimes"
-lg_deliver defaults.sieve m1 "" -f s@example.com
-lg_check_match "an invalid on_error warns" \
-	"[Ww]arning: .*sieve_loopguard_on_error.*using keep" "$LG_OUT"
+rm -rf "$LG_DIR/state"/*
+lg_config "  sieve_loopguard_max_count = 0"
+lg_check "max_count 0 is no maximum: the default :count 23 stays" "Under" \
+	"$(run_n 23)"
+lg_deliver defaults.sieve m24 "$(lg_at 24)" -f s@example.com
+lg_check "and the 24th is over" "Over" "$(lg_outcome)"
+
+warns "a max_count beyond 100000 warns" \
+	"sieve_loopguard_max_count = 200000" \
+	"sieve_loopguard_max_count: value 200000 is too large \(maximum 100000\)"
+
+# The values are parsed as Dovecot parses its own settings.
+rm -rf "$LG_DIR/state"/*
+lg_config "  sieve_loopguard_ratelimit_count = 2
+  sieve_loopguard_ratelimit_period = 2 mins
+  sieve_loopguard_sync = y"
+run_n 2 >/dev/null
+lg_deliver defaults.sieve m3 "$(lg_at 3)" -f s@example.com
+lg_check "Dovecot's interval syntax is understood" "Over" "$(lg_outcome)"
+lg_check "and no setting is refused" 0 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'sieve_loopguard_')"
+lg_deliver defaults.sieve m4 "$(lg_at 125)" -f s@example.com
+lg_check "the period is 2 minutes" "Under" "$(lg_outcome)"
+warns "an invalid boolean warns" "sieve_loopguard_sync = maybe" \
+	"sieve_loopguard_sync: invalid value 'maybe'"
+warns "an invalid on_error warns" "sieve_loopguard_on_error = sometimes" \
+	"sieve_loopguard_on_error.*using keep"
 
 hdrs=()
 for i in 1 2 3; do hdrs+=("Received: from h$i by h$((i+1))"); done
@@ -54,15 +85,15 @@ lg_message hops "r@example.com" "hops" "${hdrs[@]}"
 lg_config "  sieve_loopguard_hops = 3"
 lg_deliver defaults.sieve hops "" -f r@example.com
 lg_check "sieve_loopguard_hops is the default :hops" "Hops" "$(lg_outcome)"
-lg_config "  sieve_loopguard_hops = -5"
-lg_deliver defaults.sieve hops "" -f r@example.com
-lg_check_match "an invalid hops value warns" \
-	"[Ww]arning: .*sieve_loopguard_hops" "$LG_OUT"
+warns "an invalid hops value warns" "sieve_loopguard_hops = -5" \
+	"sieve_loopguard_hops"
 
 lg_config "  sieve_loopguard_db = relative/state.lmdb"
 lg_deliver defaults.sieve m1 "" -f s@example.com
 lg_check_match "a relative path is resolved against the home directory" \
-	"loopguard state unavailable.*relative/state.lmdb" "$LG_OUT"
+	"Warning: .*loopguard state unavailable.*relative/state.lmdb" "$LG_OUT"
+lg_check "the path is in the administrator's log only" 1 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'relative/state.lmdb')"
 lg_check "and the message is still filed" "Under" "$(lg_outcome)"
 
 lg_finish

@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "buffer.h"
+#include "byteorder.h"
 #include "test-common.h"
 
 #include "ratelimit-window.h"
@@ -220,6 +221,108 @@ static void test_window_decode_invalid(void)
 					   5, hash, TRUE, payload, &expires,
 					   &result));
 	test_assert(!result.exceeded && result.count_in_window == 1);
+	/* the caller is told, so that it can log it */
+	test_assert(result.payload_ignored);
+	/* but not for a key that had no payload, or a good one */
+	test_assert(!ratelimit_window_apply(NULL, 0, &params, 5, hash, FALSE,
+					    NULL, &expires, &result));
+	test_assert(!result.payload_ignored);
+	(void)ratelimit_window_apply(payload->data, payload->used, &params, 6,
+				     hash, FALSE, NULL, &expires, &result);
+	test_assert(!result.payload_ignored && result.already_counted);
+	test_end();
+}
+
+static void append_be32(buffer_t *buf, uint32_t value)
+{
+	cpu32_to_be_unaligned(value, buffer_append_space_unsafe(buf, 4));
+}
+
+static void append_be64(buffer_t *buf, uint64_t value)
+{
+	cpu64_to_be_unaligned(value, buffer_append_space_unsafe(buf, 8));
+}
+
+/* A version 1 payload with count 1, period 10, no lock, the given
+   locked_until and one stamp at stamp_time (another message's). */
+static void
+payload_build(buffer_t *buf, uint64_t locked_until, uint64_t stamp_time)
+{
+	buffer_append_c(buf, 1);
+	append_be32(buf, 1);
+	append_be32(buf, 10);
+	append_be32(buf, 0);
+	append_be64(buf, locked_until);
+	append_be64(buf, stamp_time);
+	append_be64(buf, 0xeeeeeeeeeeeeeeeeULL);
+	buffer_append_c(buf, 0);
+}
+
+static void test_window_absurd_times(void)
+{
+	static const uint64_t absurd[] = {
+		(uint64_t)INT64_MAX, (uint64_t)INT64_MAX - 5, UINT64_MAX,
+		(uint64_t)INT64_MAX + 1, 1000 + (uint64_t)UINT_MAX + 1,
+	};
+	struct ratelimit_params params = { .count = 1, .period = 10 };
+	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	struct ratelimit_result result;
+	struct ratelimit_state state;
+	buffer_t *payload = t_buffer_create(64);
+	buffer_t *new_payload = t_buffer_create(64);
+	time_t expires;
+	unsigned int i;
+
+	test_begin("window: times from the file beyond any lock are not "
+		   "trusted");
+	message_hash(1, hash);
+	for (i = 0; i < N_ELEMENTS(absurd); i++) {
+		/* a lock for ever, or a stamp that would overflow */
+		buffer_set_used_size(payload, 0);
+		payload_build(payload, absurd[i], 995);
+		test_assert_idx(ratelimit_window_apply(payload->data,
+				payload->used, &params, 1000, hash, TRUE,
+				new_payload, &expires, &result), i);
+		test_assert_idx(result.payload_ignored && !result.exceeded &&
+				result.locked_until == 0 &&
+				result.count_in_window == 1, i);
+		test_assert_idx(expires == 1010, i);
+		test_assert_idx(!ratelimit_window_decode(payload->data,
+				payload->used, 1000, &state), i);
+
+		buffer_set_used_size(payload, 0);
+		payload_build(payload, 0, absurd[i]);
+		test_assert_idx(ratelimit_window_apply(payload->data,
+				payload->used, &params, 1000, hash, TRUE,
+				new_payload, &expires, &result), i);
+		test_assert_idx(result.payload_ignored && !result.exceeded &&
+				result.count_in_window == 1, i);
+		test_assert_idx(!ratelimit_window_decode(payload->data,
+				payload->used, 1000, &state), i);
+	}
+	/* the longest possible lock is still believed */
+	buffer_set_used_size(payload, 0);
+	payload_build(payload, 1000 + (uint64_t)UINT_MAX, 995);
+	(void)ratelimit_window_apply(payload->data, payload->used, &params,
+				     1000, hash, FALSE, NULL, &expires,
+				     &result);
+	test_assert(!result.payload_ignored && result.exceeded);
+	test_end();
+}
+
+static void test_window_count_max(void)
+{
+	struct ratelimit_params params = { .count = UINT_MAX, .period = 100 };
+	struct ratelimit_result result;
+	struct window w;
+
+	test_begin("window: the largest count does not overflow");
+	window_init(&w);
+	result = window_eval(&w, &params, 10, 1, TRUE);
+	test_assert(!result.exceeded && result.count_in_window == 1);
+	result = window_eval(&w, &params, 11, 2, TRUE);
+	test_assert(!result.exceeded && result.count_in_window == 2);
+	window_deinit(&w);
 	test_end();
 }
 
@@ -283,6 +386,8 @@ int main(void)
 		test_window_once_per_message,
 		test_window_bounded,
 		test_window_decode_invalid,
+		test_window_absurd_times,
+		test_window_count_max,
 		test_key_default,
 		test_key_thread,
 		test_key_subject,
