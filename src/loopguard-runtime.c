@@ -1,6 +1,7 @@
 /* Run-time support shared by looptest and ratelimit. */
 
 #include "lib.h"
+#include <time.h>
 #include "array.h"
 #include "str.h"
 #include "str-sanitize.h"
@@ -181,46 +182,50 @@ int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
 }
 
 void loopguard_runtime_report(const struct sieve_runtime_env *renv,
-			      const struct loopguard_db_event *lg_event)
+			      const struct loopguard_db_event *fired)
 {
 	struct sieve_instance *svinst = renv->exec_env->svinst;
+	struct loopguard_db_event lg_event = *fired;
 	struct loopguard_db *db;
 	struct event *event;
 	const char *error, *handle, *key, *message_id;
 
-	handle = str_sanitize(lg_event->handle, LOOPGUARD_LOG_VALUE_MAX);
-	key = str_sanitize(lg_event->key, LOOPGUARD_LOG_VALUE_MAX);
-	message_id = str_sanitize(lg_event->message_id,
+	lg_event.time = time(NULL);
+	lg_event.message_id = loopguard_runtime_message_id(renv);
+
+	handle = str_sanitize(lg_event.handle, LOOPGUARD_LOG_VALUE_MAX);
+	key = str_sanitize(lg_event.key, LOOPGUARD_LOG_VALUE_MAX);
+	message_id = str_sanitize(lg_event.message_id,
 				  LOOPGUARD_LOG_VALUE_MAX);
 
 	event = event_create(renv->event);
 	event_set_name(event, t_strconcat("sieve_loopguard_",
-					  lg_event->test, NULL));
+					  lg_event.test, NULL));
 	event_add_str(event, "user", svinst->username);
-	event_add_str(event, "test", lg_event->test);
+	event_add_str(event, "test", lg_event.test);
 	event_add_str(event, "handle", handle);
 	event_add_str(event, "key", key);
-	event_add_str(event, "reasons", lg_event->reasons);
+	event_add_str(event, "reasons", lg_event.reasons);
 	event_add_str(event, "message_id", message_id);
-	event_add_int(event, "count", lg_event->count);
-	event_add_int(event, "window", lg_event->window);
-	event_add_int(event, "locked_until", lg_event->locked_until);
+	event_add_int(event, "count", lg_event.count);
+	event_add_int(event, "window", lg_event.window);
+	event_add_int(event, "locked_until", lg_event.locked_until);
 
 	e_info(event, "loopguard: %s fired: user=%s, handle=%s, key=%s, "
 	       "reasons=%s, message-id=%s, count=%u, window=%us, "
-	       "locked-until=%s", lg_event->test,
+	       "locked-until=%s", lg_event.test,
 	       svinst->username == NULL ? "" : svinst->username,
-	       handle, key, lg_event->reasons, message_id,
-	       lg_event->count, lg_event->window,
-	       lg_event->locked_until == 0 ? "-" :
+	       handle, key, lg_event.reasons, message_id,
+	       lg_event.count, lg_event.window,
+	       lg_event.locked_until == 0 ? "-" :
 	       t_strflocaltime("%Y-%m-%d %H:%M:%S",
-			       lg_event->locked_until));
+			       lg_event.locked_until));
 	event_unref(&event);
 
 	/* The log is for the administrator's eyes; failing to keep it must
 	   not change what happens to the message. */
 	if (loopguard_runtime_open_db(renv, &db, &error) < 0 ||
-	    loopguard_db_log_append(db, lg_event, &error) < 0) {
+	    loopguard_db_log_append(db, &lg_event, &error) < 0) {
 		e_warning(renv->event, "loopguard: failed to keep the event "
 			  "in the user's log: %s", error);
 	}

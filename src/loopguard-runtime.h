@@ -49,9 +49,11 @@ int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
 				  const char *error);
 
 /* Reports a test that fired: one log line, the sieve_loopguard_<test> event,
-   and an entry in the user's capped log (a failure there only warns). */
+   and an entry in the user's capped log (a failure there only warns).
+   fired holds what the test found; its time and message_id are not read,
+   as they are the same for every test: now, and the message's Message-ID. */
 void loopguard_runtime_report(const struct sieve_runtime_env *renv,
-			      const struct loopguard_db_event *event);
+			      const struct loopguard_db_event *fired);
 
 /* The user's addresses, lower-cased: envelope recipient, original
    recipient and sieve_user_email, plus extra (may be NULL). */

@@ -1,7 +1,6 @@
 /* The looptest test: is this message circulating, or sent by a robot? */
 
 #include "lib.h"
-#include <time.h>
 #include "array.h"
 #include "buffer.h"
 #include "str.h"
@@ -369,27 +368,30 @@ tst_looptest_set_reasons(const struct sieve_runtime_env *renv,
 	return SIEVE_EXEC_OK;
 }
 
+/* The test's arguments, each tag absent from the script left at its
+   configured default. */
+struct tst_looptest_args {
+	sieve_number_t checks, hops, seconds;
+	/* NULL without :addresses */
+	const char *const *extra_addresses;
+	/* NULL without :reasons */
+	struct sieve_variable_storage *reasons_storage;
+	unsigned int reasons_index;
+};
+
 static int
-tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
-			       sieve_size_t *address)
+tst_looptest_read_operands(const struct sieve_runtime_env *renv,
+			   sieve_size_t *address,
+			   struct tst_looptest_args *args_r)
 {
-	const struct sieve_extension *ext = renv->oprtn->ext;
-	const struct loopguard_context *ctx = ext->context;
+	const struct loopguard_context *ctx = renv->oprtn->ext->context;
 	struct sieve_stringlist *addresses_list = NULL;
-	struct sieve_variable_storage *reasons_storage = NULL;
-	unsigned int reasons_index = 0;
-	sieve_number_t checks = LOOPTEST_CHECKS_DEFAULT;
-	sieve_number_t hops = ctx->set.hops;
-	sieve_number_t seconds = ctx->set.duplicate_period;
-	const char *const *extra_addresses = NULL;
-	struct looptest_envelope envelope;
-	struct looptest_result result;
-	bool duplicate;
 	int opt_code = 0, ret;
 
-	/*
-	 * Read operands
-	 */
+	i_zero(args_r);
+	args_r->checks = LOOPTEST_CHECKS_DEFAULT;
+	args_r->hops = ctx->set.hops;
+	args_r->seconds = ctx->set.duplicate_period;
 
 	for (;;) {
 		int opt;
@@ -403,15 +405,15 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 		switch (opt_code) {
 		case OPT_CHECKS:
 			ret = sieve_opr_number_read(renv, address, "checks",
-						    &checks);
+						    &args_r->checks);
 			break;
 		case OPT_HOPS:
 			ret = sieve_opr_number_read(renv, address, "hops",
-						    &hops);
+						    &args_r->hops);
 			break;
 		case OPT_SECONDS:
 			ret = sieve_opr_number_read(renv, address, "seconds",
-						    &seconds);
+						    &args_r->seconds);
 			break;
 		case OPT_ADDRESSES:
 			ret = sieve_opr_stringlist_read(renv, address,
@@ -419,7 +421,8 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 			break;
 		case OPT_REASONS:
 			ret = sieve_variable_operand_read(renv, address,
-				"reasons", &reasons_storage, &reasons_index);
+				"reasons", &args_r->reasons_storage,
+				&args_r->reasons_index);
 			break;
 		default:
 			sieve_runtime_trace_error(renv,
@@ -433,13 +436,33 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 	if (addresses_list != NULL) {
 		ret = sieve_stringlist_read_all(addresses_list,
 						pool_datastack_create(),
-						&extra_addresses);
+						&args_r->extra_addresses);
 		if (ret < 0) {
 			sieve_runtime_trace_error(renv,
 				"invalid :addresses list item");
 			return addresses_list->exec_status;
 		}
 	}
+	return SIEVE_EXEC_OK;
+}
+
+static int
+tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
+			       sieve_size_t *address)
+{
+	const struct loopguard_context *ctx = renv->oprtn->ext->context;
+	struct tst_looptest_args args;
+	struct looptest_envelope envelope;
+	struct looptest_result result;
+	bool duplicate;
+	int ret;
+
+	/*
+	 * Read operands
+	 */
+
+	if ((ret = tst_looptest_read_operands(renv, address, &args)) <= 0)
+		return ret;
 
 	/*
 	 * Perform operation
@@ -451,18 +474,19 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 	i_zero(&envelope);
 	envelope.sender = loopguard_runtime_sender(renv);
 	envelope.user_addresses =
-		loopguard_runtime_user_addresses(renv, extra_addresses);
-	envelope.hops_threshold = loopguard_tag_clamp(hops, 0);
+		loopguard_runtime_user_addresses(renv, args.extra_addresses);
+	envelope.hops_threshold = loopguard_tag_clamp(args.hops, 0);
 
 	ret = loopguard_runtime_read_message(renv, "looptest", &envelope,
-					     (unsigned int)checks, &result);
+					     (unsigned int)args.checks,
+					     &result);
 	if (ret != SIEVE_EXEC_OK)
 		return ret;
 
-	if ((checks & LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE)) != 0) {
+	if ((args.checks & LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE)) != 0) {
 		/* clamped again: a binary compiled under other settings */
 		ret = looptest_duplicate_check(renv, result.fingerprint,
-			loopguard_tag_clamp(seconds, ctx->set.max_period),
+			loopguard_tag_clamp(args.seconds, ctx->set.max_period),
 			&duplicate);
 		if (ret != SIEVE_EXEC_OK)
 			return ret;
@@ -471,29 +495,28 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 				LOOPTEST_CHECK_DUPLICATE);
 		}
 	}
-	result.fired &= checks;
+	result.fired &= args.checks;
 
-	if (reasons_storage != NULL) {
-		ret = tst_looptest_set_reasons(renv, reasons_storage,
-					       reasons_index, result.fired);
+	if (args.reasons_storage != NULL) {
+		ret = tst_looptest_set_reasons(renv, args.reasons_storage,
+					       args.reasons_index,
+					       result.fired);
 		if (ret != SIEVE_EXEC_OK)
 			return ret;
 	}
 
 	if (result.fired != 0) {
-		struct loopguard_db_event event;
+		const struct loopguard_db_event event = {
+			.test = "looptest",
+			.handle = "",
+			.key = envelope.sender == NULL ? "" : envelope.sender,
+			.reasons = looptest_checks_reasons(result.fired),
+			.count = result.received_count,
+		};
 
 		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
 			"checks fired: %s",
 			looptest_checks_reasons(result.fired));
-		i_zero(&event);
-		event.time = time(NULL);
-		event.test = "looptest";
-		event.handle = "";
-		event.key = envelope.sender == NULL ? "" : envelope.sender;
-		event.reasons = looptest_checks_reasons(result.fired);
-		event.message_id = loopguard_runtime_message_id(renv);
-		event.count = result.received_count;
 		loopguard_runtime_report(renv, &event);
 	} else {
 		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,

@@ -403,25 +403,26 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 	return SIEVE_EXEC_OK;
 }
 
+/* The test's arguments, each tag absent from the script left at its
+   configured default. */
+struct tst_ratelimit_args {
+	string_t *key, *handle;
+	sieve_number_t count, seconds, lock;
+	bool thread, noupdate;
+};
+
 static int
-tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
-				sieve_size_t *address)
+tst_ratelimit_read_operands(const struct sieve_runtime_env *renv,
+			    sieve_size_t *address,
+			    struct tst_ratelimit_args *args_r)
 {
-	const struct sieve_extension *ext = renv->oprtn->ext;
-	const struct loopguard_context *ctx = ext->context;
-	string_t *key_str = NULL, *handle_str = NULL;
-	sieve_number_t count = ctx->set.ratelimit_count;
-	sieve_number_t seconds = ctx->set.ratelimit_period;
-	sieve_number_t lock = ctx->set.ratelimit_lock;
-	bool thread = FALSE, noupdate = FALSE;
-	struct ratelimit_params params;
-	struct ratelimit_result result;
-	const char *key, *handle, *thread_id;
+	const struct loopguard_context *ctx = renv->oprtn->ext->context;
 	int opt_code = 0, ret;
 
-	/*
-	 * Read operands
-	 */
+	i_zero(args_r);
+	args_r->count = ctx->set.ratelimit_count;
+	args_r->seconds = ctx->set.ratelimit_period;
+	args_r->lock = ctx->set.ratelimit_lock;
 
 	for (;;) {
 		int opt;
@@ -435,30 +436,30 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 		switch (opt_code) {
 		case OPT_KEY:
 			ret = sieve_opr_string_read(renv, address, "key",
-						    &key_str);
+						    &args_r->key);
 			break;
 		case OPT_THREAD:
-			thread = TRUE;
+			args_r->thread = TRUE;
 			ret = SIEVE_EXEC_OK;
 			break;
 		case OPT_HANDLE:
 			ret = sieve_opr_string_read(renv, address, "handle",
-						    &handle_str);
+						    &args_r->handle);
 			break;
 		case OPT_COUNT:
 			ret = sieve_opr_number_read(renv, address, "count",
-						    &count);
+						    &args_r->count);
 			break;
 		case OPT_SECONDS:
 			ret = sieve_opr_number_read(renv, address, "seconds",
-						    &seconds);
+						    &args_r->seconds);
 			break;
 		case OPT_LOCK:
 			ret = sieve_opr_number_read(renv, address, "lock",
-						    &lock);
+						    &args_r->lock);
 			break;
 		case OPT_NOUPDATE:
-			noupdate = TRUE;
+			args_r->noupdate = TRUE;
 			ret = SIEVE_EXEC_OK;
 			break;
 		default:
@@ -469,6 +470,26 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 		if (ret <= 0)
 			return ret;
 	}
+	return SIEVE_EXEC_OK;
+}
+
+static int
+tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
+				sieve_size_t *address)
+{
+	const struct loopguard_context *ctx = renv->oprtn->ext->context;
+	struct tst_ratelimit_args args;
+	struct ratelimit_params params;
+	struct ratelimit_result result;
+	const char *key, *handle, *thread_id;
+	int ret;
+
+	/*
+	 * Read operands
+	 */
+
+	if ((ret = tst_ratelimit_read_operands(renv, address, &args)) <= 0)
+		return ret;
 
 	/*
 	 * Perform operation
@@ -477,15 +498,15 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 	sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS, "ratelimit test");
 	sieve_runtime_trace_descend(renv);
 
-	if (count == 0) {
+	if (args.count == 0) {
 		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
 				    ":count 0 turns the test off");
 		sieve_interpreter_set_test_result(renv->interp, FALSE);
 		return SIEVE_EXEC_OK;
 	}
 
-	if (key_str != NULL) {
-		key = str_c(key_str);
+	if (args.key != NULL) {
+		key = str_c(args.key);
 	} else {
 		key = ratelimit_key_default(loopguard_runtime_sender(renv),
 					    tst_ratelimit_from_address(renv));
@@ -496,7 +517,7 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 		sieve_interpreter_set_test_result(renv->interp, FALSE);
 		return SIEVE_EXEC_OK;
 	}
-	if (thread) {
+	if (args.thread) {
 		thread_id = ratelimit_key_thread(
 			tst_ratelimit_header(renv, "References", FALSE),
 			tst_ratelimit_header(renv, "In-Reply-To", FALSE),
@@ -505,14 +526,14 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 		if (thread_id != NULL)
 			key = ratelimit_key_with_thread(key, thread_id);
 	}
-	handle = handle_str == NULL ? "" : str_c(handle_str);
+	handle = args.handle == NULL ? "" : str_c(args.handle);
 
 	i_zero(&params);
-	params.count = loopguard_tag_clamp(count, ctx->set.max_count);
-	params.period = loopguard_tag_clamp(seconds, ctx->set.max_period);
-	params.lock = loopguard_tag_clamp(lock, ctx->set.max_period);
+	params.count = loopguard_tag_clamp(args.count, ctx->set.max_count);
+	params.period = loopguard_tag_clamp(args.seconds, ctx->set.max_period);
+	params.lock = loopguard_tag_clamp(args.lock, ctx->set.max_period);
 
-	ret = tst_ratelimit_check(renv, handle, key, &params, noupdate,
+	ret = tst_ratelimit_check(renv, handle, key, &params, args.noupdate,
 				  &result);
 	if (ret != SIEVE_EXEC_OK)
 		return ret;
@@ -530,18 +551,16 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 		result.already_counted ? ", counted before" : "");
 
 	if (result.exceeded) {
-		struct loopguard_db_event event;
+		const struct loopguard_db_event event = {
+			.test = "ratelimit",
+			.handle = handle,
+			.key = key,
+			.reasons = "",
+			.count = result.count_in_window,
+			.window = params.period,
+			.locked_until = result.locked_until,
+		};
 
-		i_zero(&event);
-		event.time = time(NULL);
-		event.test = "ratelimit";
-		event.handle = handle;
-		event.key = key;
-		event.reasons = "";
-		event.message_id = loopguard_runtime_message_id(renv);
-		event.count = result.count_in_window;
-		event.window = params.period;
-		event.locked_until = result.locked_until;
 		loopguard_runtime_report(renv, &event);
 	}
 
