@@ -94,6 +94,9 @@ struct loopguard_db_env {
 	uoff_t max_size;
 };
 
+/* Larger than the lock table LMDB sizes for its default 126 readers. */
+#define LOOPGUARD_DB_LOCK_FILE_SIZE (16 * 1024)
+
 /* Environments without handles are kept open for the next delivery of the
    same user in this process, up to this many, and only while their map is
    small: mapped address space counts against the process's vsz_limit. */
@@ -950,11 +953,23 @@ static int
 loopguard_db_lock_open(const char *path, int *fd_r, const char **error_r)
 {
 	const char *lock_path = loopguard_db_lock_path(path);
+	int ret;
 
 	*fd_r = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (*fd_r < 0) {
 		*error_r = t_strdup_printf("loopguard db %s: open(%s) failed: %m",
 					   path, lock_path);
+		return -1;
+	}
+	/* LMDB extends the lock file with ftruncate() and writes to it
+	   through a shared mapping: on a full file system that write would
+	   be a SIGBUS. Allocating the blocks first turns it into ENOSPC. */
+	if ((ret = posix_fallocate(*fd_r, 0,
+				   LOOPGUARD_DB_LOCK_FILE_SIZE)) != 0) {
+		errno = ret;
+		*error_r = t_strdup_printf("loopguard db %s: "
+			"posix_fallocate(%s) failed: %m", path, lock_path);
+		i_close_fd(fd_r);
 		return -1;
 	}
 	return 0;

@@ -345,6 +345,40 @@ lg_check "full store: not deferred, the script goes on" "After" \
 lg_check_match "full store: the administrator is told" \
 	"Warning: .*ratelimit test: loopguard state is full" "$LG_OUT"
 
+# A full disk: the store lives on a tiny file system that is already full.
+# The delivery must not fail for it: the test is false and the script goes
+# on (default on_error = keep).
+lg_config "  sieve_loopguard_db = $LG_DIR/tiny/state.lmdb"
+mkdir -p "$LG_DIR/tiny"
+LG_OUT=$(cd "$LG_DIR" && unshare -m sh -c '
+	mount -t tmpfs -o size=64k,mode=0777 tmpfs tiny &&
+	dd if=/dev/zero of=tiny/filler bs=4k count=64 2>/dev/null
+	exec runuser -u "$0" -- sieve-test -c dovecot.conf -P "$1" \
+		-l "maildir:$2/mail" keep.sieve msgs/e1' \
+	"$LG_USER" "$LG_PLUGIN" "$LG_DIR" 2>&1)
+lg_check "full disk: the script goes on and files the message" "After" \
+	"$(lg_outcome)"
+lg_check_match "full disk: a warning tells the user" \
+	"warning: ratelimit test: loopguard state unavailable" "$LG_OUT"
+# The disk fills up after the store was made: new messages need new pages.
+msg e2 "err@example.com"; msg e3 "err@example.com"
+LG_OUT=$(cd "$LG_DIR" && unshare -m sh -c '
+	mount -t tmpfs -o size=2m,mode=0777 tmpfs tiny &&
+	runuser -u "$0" -- sieve-test -c dovecot.conf -P "$1" \
+		-l "maildir:$2/mail" keep.sieve msgs/e1 >/dev/null 2>&1 &&
+	dd if=/dev/zero of=tiny/filler bs=4k 2>/dev/null
+	for m in e2 e3; do
+		runuser -u "$0" -- sieve-test -c dovecot.conf -P "$1" \
+			-l "maildir:$2/mail" keep.sieve msgs/$m
+	done' \
+	"$LG_USER" "$LG_PLUGIN" "$LG_DIR" 2>&1)
+lg_check "disk full later: no crash, both messages are filed" 2 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'store message in folder: After')"
+lg_check "disk full later: the store really ran out of space" 2 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'No space left on device')"
+lg_check "disk full later: nothing crashed" 0 \
+	"$(printf '%s\n' "$LG_OUT" | grep -ci 'bus error\|segmentation\|panic')"
+
 LG_SCENARIO="expiry"
 lg_config ""
 lg_script expire.sieve <<'SIEVE'
