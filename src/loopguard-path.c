@@ -2,6 +2,7 @@
 
 #include "lib.h"
 
+#include "loopguard-compat.h"
 #include "loopguard-path.h"
 
 int loopguard_path_resolve(const char *configured, const char *home,
@@ -19,7 +20,7 @@ int loopguard_path_resolve(const char *configured, const char *home,
 			"directory, but the user has none", configured);
 		return -1;
 	}
-	if (str_begins(path, "~/"))
+	if (str_begins_with(path, "~/"))
 		path += 2;
 	else if (strcmp(path, "~") == 0 || *path == '\0') {
 		*error_r = "sieve_loopguard_db must name a file, "

@@ -20,6 +20,7 @@
 #include "sieve-message.h"
 #include "sieve-ext-variables.h"
 
+#include "loopguard-compat.h"
 #include "loopguard-db.h"
 #include "loopguard-path.h"
 #include "looptest-checks.h"
@@ -47,23 +48,22 @@ loopguard_context_find_shared(const struct sieve_extension *ext)
 	return NULL;
 }
 
-static const char *loopguard_setting_get(void *context, const char *name)
-{
-	struct sieve_instance *svinst = context;
-
-	return sieve_setting_get(svinst, name);
-}
-
-static void
+static int
 loopguard_context_read_settings(struct sieve_instance *svinst,
 				struct loopguard_context *ctx)
 {
-	loopguard_settings_parse(&ctx->set, ctx->pool, loopguard_setting_get,
-				 svinst, svinst->event);
+	const char *error;
+
+	if (loopguard_sieve_settings_read(svinst, ctx->pool, &ctx->set,
+					  &error) < 0) {
+		e_error(svinst->event, "loopguard: %s", error);
+		return -1;
+	}
+	return 0;
 }
 
-bool loopguard_context_load(const struct sieve_extension *ext,
-			    void **context)
+LOOPGUARD_EXT_LOAD_RESULT
+loopguard_context_load(const struct sieve_extension *ext, void **context)
 {
 	struct sieve_instance *svinst = ext->svinst;
 	struct loopguard_context *ctx;
@@ -72,23 +72,27 @@ bool loopguard_context_load(const struct sieve_extension *ext,
 	if (*context != NULL) {
 		/* Loaded again: keep the store, refresh the settings. */
 		ctx = *context;
-		loopguard_context_read_settings(svinst, ctx);
-		return TRUE;
+		if (loopguard_context_read_settings(svinst, ctx) < 0)
+			return LOOPGUARD_EXT_LOAD_FAILED;
+		return LOOPGUARD_EXT_LOAD_OK;
 	}
 	if ((ctx = loopguard_context_find_shared(ext)) != NULL) {
 		ctx->refcount++;
 		*context = ctx;
-		return TRUE;
+		return LOOPGUARD_EXT_LOAD_OK;
 	}
 
 	pool = pool_alloconly_create("loopguard context", 1024);
 	ctx = p_new(pool, struct loopguard_context, 1);
 	ctx->pool = pool;
 	ctx->refcount = 1;
-	loopguard_context_read_settings(svinst, ctx);
-	ctx->var_ext = sieve_ext_variables_get_extension(svinst);
+	if (loopguard_context_read_settings(svinst, ctx) < 0) {
+		pool_unref(&pool);
+		return LOOPGUARD_EXT_LOAD_FAILED;
+	}
+	ctx->var_ext = loopguard_variables_extension(svinst);
 	*context = ctx;
-	return TRUE;
+	return LOOPGUARD_EXT_LOAD_OK;
 }
 
 void loopguard_context_unload(const struct sieve_extension *ext)

@@ -6,6 +6,7 @@
    report of a firing test (log line, event, capped log). */
 
 #include "loopguard-settings.h"
+#include "loopguard-compat.h"
 
 /* Values from messages are logged shortened to this. */
 #define LOOPGUARD_LOG_VALUE_MAX 200
@@ -27,9 +28,10 @@ struct loopguard_context {
 	struct loopguard_db *db;
 };
 
-/* For an extension's load/unload callbacks. */
-bool loopguard_context_load(const struct sieve_extension *ext,
-			    void **context);
+/* For an extension's load/unload callbacks. Loading fails when the
+   settings cannot be read (Dovecot 2.4). */
+LOOPGUARD_EXT_LOAD_RESULT
+loopguard_context_load(const struct sieve_extension *ext, void **context);
 void loopguard_context_unload(const struct sieve_extension *ext);
 
 /* Returns SIEVE_EXEC_OK with *db_r set, or the result of

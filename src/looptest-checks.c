@@ -11,6 +11,7 @@
 #include "message-address.h"
 #include "message-parser.h"
 #include "message-header-decode.h"
+#include "loopguard-compat.h"
 #include "looptest-checks.h"
 
 /* Bumped whenever the fingerprint's input changes, so that stored
@@ -473,7 +474,7 @@ static bool looptest_local_part_is_system(const char *local)
 		if (strcmp(base, exact[i]) == 0)
 			return TRUE;
 	}
-	if (str_begins(base, "owner-") && len > 6)
+	if (str_begins_with(base, "owner-") && len > 6)
 		return TRUE;
 	if (len > 8 && strcmp(base + len - 8, "-request") == 0)
 		return TRUE;

@@ -10,6 +10,7 @@
 #include "sieve-common.h"
 #include "sieve-extensions.h"
 
+#include "loopguard-compat.h"
 #include "loopguard-db.h"
 #include "ext-looptest-common.h"
 #include "ext-ratelimit-common.h"
@@ -46,22 +47,30 @@ static void sieve_loopguard_plugin_stay_loaded(struct sieve_instance *svinst)
 	loopguard_db_keep_idle(TRUE);
 }
 
-void sieve_loopguard_plugin_load(struct sieve_instance *svinst,
-				 void **context)
+LOOPGUARD_PLUGIN_LOAD_RESULT
+sieve_loopguard_plugin_load(struct sieve_instance *svinst, void **context)
 {
 	struct sieve_loopguard_plugin_context *pctx;
+	const struct sieve_extension *ext_looptest, *ext_ratelimit;
 
 	sieve_loopguard_plugin_stay_loaded(svinst);
 
+	if (loopguard_extension_register(svinst, &looptest_extension,
+					 &ext_looptest) < 0 ||
+	    loopguard_extension_register(svinst, &ratelimit_extension,
+					 &ext_ratelimit) < 0) {
+		*context = NULL;
+		LOOPGUARD_PLUGIN_LOAD_RETURN(-1);
+	}
+
 	pctx = i_new(struct sieve_loopguard_plugin_context, 1);
-	pctx->ext_looptest = sieve_extension_register(
-		svinst, &looptest_extension, TRUE);
-	pctx->ext_ratelimit = sieve_extension_register(
-		svinst, &ratelimit_extension, TRUE);
+	pctx->ext_looptest = ext_looptest;
+	pctx->ext_ratelimit = ext_ratelimit;
 
 	e_debug(svinst->event, "Sieve loopguard plugin %s loaded",
 		LOOPGUARD_VERSION);
 	*context = pctx;
+	LOOPGUARD_PLUGIN_LOAD_RETURN(0);
 }
 
 void sieve_loopguard_plugin_unload(struct sieve_instance *svinst ATTR_UNUSED,
@@ -69,6 +78,8 @@ void sieve_loopguard_plugin_unload(struct sieve_instance *svinst ATTR_UNUSED,
 {
 	struct sieve_loopguard_plugin_context *pctx = context;
 
+	if (pctx == NULL)
+		return;
 	sieve_extension_unregister(pctx->ext_looptest);
 	sieve_extension_unregister(pctx->ext_ratelimit);
 	i_free(pctx);

@@ -21,6 +21,17 @@ done
 builddir=$(cd "${1:-$srcdir}" && pwd)
 export LG_BUILDDIR="$builddir"
 
+# Every suite runs with the built modules staged where Dovecot's
+# unprivileged processes and its module loader find them.
+. "$srcdir/tests/lib/stage.sh"
+if [ -z "${LG_STAGE:-}" ]; then
+	args=()
+	[ "$valgrind" = yes ] && args+=(--valgrind)
+	[ "$e2e" = no ] && args+=(--no-e2e)
+	lg_stage_exec "$builddir" bash "$0" "${args[@]}" "$builddir"
+	exit
+fi
+
 passed=0
 failed=0
 log=$(mktemp /tmp/loopguard-tests.XXXXXX)

@@ -112,12 +112,14 @@ cmd_loopguard_list_run(struct doveadm_mail_cmd_context *_ctx,
 	return ret;
 }
 
-static void
-cmd_loopguard_list_init(struct doveadm_mail_cmd_context *_ctx ATTR_UNUSED,
-			const char *const args[])
+DOVEADM_LOOPGUARD_INIT(cmd_loopguard_list_init)
 {
-	if (args[0] != NULL)
-		doveadm_mail_help_name("loopguard list");
+	struct loopguard_list_cmd_context *ctx =
+		container_of(_ctx, struct loopguard_list_cmd_context, ctx);
+	const char *handle;
+
+	if (doveadm_cmd_param_str(_ctx->cctx, "handle", &handle))
+		ctx->handle = p_strdup(_ctx->pool, handle);
 
 	doveadm_print_header_simple("handle");
 	doveadm_print_header_simple("key");
@@ -129,29 +131,12 @@ cmd_loopguard_list_init(struct doveadm_mail_cmd_context *_ctx ATTR_UNUSED,
 	doveadm_print_header_simple("last-seen");
 }
 
-static bool
-cmd_loopguard_list_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
-{
-	struct loopguard_list_cmd_context *ctx =
-		container_of(_ctx, struct loopguard_list_cmd_context, ctx);
-
-	switch (c) {
-	case 'H':
-		ctx->handle = p_strdup(_ctx->pool, optarg);
-		break;
-	default:
-		return FALSE;
-	}
-	return TRUE;
-}
-
 static struct doveadm_mail_cmd_context *cmd_loopguard_list_alloc(void)
 {
 	struct loopguard_list_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct loopguard_list_cmd_context);
-	ctx->ctx.getopt_args = "H:";
-	ctx->ctx.v.parse_arg = cmd_loopguard_list_parse_arg;
+	doveadm_loopguard_set_options(&ctx->ctx, "H:");
 	ctx->ctx.v.init = cmd_loopguard_list_init;
 	ctx->ctx.v.run = cmd_loopguard_list_run;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);

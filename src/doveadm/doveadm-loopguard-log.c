@@ -3,7 +3,6 @@
 #include "lib.h"
 #include "array.h"
 #include "strnum.h"
-#include "settings-parser.h"
 #include "mail-user.h"
 #include "doveadm-print.h"
 
@@ -41,7 +40,7 @@ cmd_loopguard_log_parse_since(const char *str, time_t now, time_t *since_r,
 		*since_r = (time_t)stamp;
 		return 0;
 	}
-	if (settings_get_time(str, &secs, error_r) < 0)
+	if (str_parse_get_interval(str, &secs, error_r) < 0)
 		return -1;
 	*since_r = now > (time_t)secs ? now - (time_t)secs : 0;
 	return 0;
@@ -118,16 +117,14 @@ cmd_loopguard_log_run(struct doveadm_mail_cmd_context *_ctx,
 	return ret;
 }
 
-static void
-cmd_loopguard_log_init(struct doveadm_mail_cmd_context *_ctx,
-		       const char *const args[])
+DOVEADM_LOOPGUARD_INIT(cmd_loopguard_log_init)
 {
 	struct loopguard_log_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_log_cmd_context, ctx);
 	const char *error;
 
-	if (args[0] != NULL)
-		doveadm_mail_help_name("loopguard log");
+	if (!doveadm_cmd_param_str(_ctx->cctx, "since", &ctx->since_arg))
+		ctx->since_arg = NULL;
 	if (ctx->since_arg != NULL &&
 	    cmd_loopguard_log_parse_since(ctx->since_arg, time(NULL),
 					  &ctx->since, &error) < 0) {
@@ -146,29 +143,12 @@ cmd_loopguard_log_init(struct doveadm_mail_cmd_context *_ctx,
 	doveadm_print_header_simple("locked-until");
 }
 
-static bool
-cmd_loopguard_log_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
-{
-	struct loopguard_log_cmd_context *ctx =
-		container_of(_ctx, struct loopguard_log_cmd_context, ctx);
-
-	switch (c) {
-	case 's':
-		ctx->since_arg = p_strdup(_ctx->pool, optarg);
-		break;
-	default:
-		return FALSE;
-	}
-	return TRUE;
-}
-
 static struct doveadm_mail_cmd_context *cmd_loopguard_log_alloc(void)
 {
 	struct loopguard_log_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct loopguard_log_cmd_context);
-	ctx->ctx.getopt_args = "s:";
-	ctx->ctx.v.parse_arg = cmd_loopguard_log_parse_arg;
+	doveadm_loopguard_set_options(&ctx->ctx, "s:");
 	ctx->ctx.v.init = cmd_loopguard_log_init;
 	ctx->ctx.v.run = cmd_loopguard_log_run;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);

@@ -42,29 +42,14 @@ cmd_loopguard_purge_run(struct doveadm_mail_cmd_context *_ctx,
 	return 0;
 }
 
-static void
-cmd_loopguard_purge_init(struct doveadm_mail_cmd_context *_ctx ATTR_UNUSED,
-			 const char *const args[])
-{
-	if (args[0] != NULL)
-		doveadm_mail_help_name("loopguard purge");
-	doveadm_loopguard_header_num("purged", "purged");
-}
-
-static bool
-cmd_loopguard_purge_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
+DOVEADM_LOOPGUARD_INIT(cmd_loopguard_purge_init)
 {
 	struct loopguard_purge_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_purge_cmd_context, ctx);
+	bool all;
 
-	switch (c) {
-	case 'a':
-		ctx->all = TRUE;
-		break;
-	default:
-		return FALSE;
-	}
-	return TRUE;
+	ctx->all = doveadm_cmd_param_bool(_ctx->cctx, "all", &all) && all;
+	doveadm_loopguard_header_num("purged", "purged");
 }
 
 static struct doveadm_mail_cmd_context *cmd_loopguard_purge_alloc(void)
@@ -72,8 +57,7 @@ static struct doveadm_mail_cmd_context *cmd_loopguard_purge_alloc(void)
 	struct loopguard_purge_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct loopguard_purge_cmd_context);
-	ctx->ctx.getopt_args = "a";
-	ctx->ctx.v.parse_arg = cmd_loopguard_purge_parse_arg;
+	doveadm_loopguard_set_options(&ctx->ctx, "a");
 	ctx->ctx.v.init = cmd_loopguard_purge_init;
 	ctx->ctx.v.run = cmd_loopguard_purge_run;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_FLOW);

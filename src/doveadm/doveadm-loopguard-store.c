@@ -13,14 +13,6 @@
 #include <sys/stat.h>
 #include <fcntl.h>
 
-static const char *doveadm_loopguard_setting_get(void *context,
-						 const char *name)
-{
-	struct mail_user *user = context;
-
-	return mail_user_plugin_getenv(user, name);
-}
-
 static int
 doveadm_loopguard_get_path(struct mail_user *user, const char *configured,
 			   const char **path_r, const char **error_r)
@@ -68,11 +60,11 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	int stat_errno;
 
 	*db_r = NULL;
-	/* Invalid values get the same treatment as in the Sieve plugin:
-	   a warning and the default. */
-	loopguard_settings_parse(&lg_set, user->pool,
-				 doveadm_loopguard_setting_get, user,
-				 user->event);
+	if (doveadm_loopguard_settings_read(user, &lg_set, &error) < 0) {
+		e_error(user->event, "loopguard: %s", error);
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
+		return -1;
+	}
 	i_zero(&set);
 	set.max_size = lg_set.db_max_size;
 	set.sync = lg_set.sync;

@@ -108,15 +108,16 @@ cmd_loopguard_unblock_run(struct doveadm_mail_cmd_context *_ctx,
 	return 0;
 }
 
-static void
-cmd_loopguard_unblock_init(struct doveadm_mail_cmd_context *_ctx,
-			   const char *const args[])
+DOVEADM_LOOPGUARD_INIT(cmd_loopguard_unblock_init)
 {
 	struct loopguard_unblock_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_unblock_cmd_context, ctx);
+	const char *handle, *key;
 
-	if (args[0] == NULL || args[1] != NULL)
+	if (!doveadm_cmd_param_str(_ctx->cctx, "key", &key))
 		doveadm_mail_help_name("loopguard unblock");
+	if (doveadm_cmd_param_str(_ctx->cctx, "handle", &handle))
+		ctx->handle = p_strdup(_ctx->pool, handle);
 	/* A key is one user's: over many users "not found" would be the
 	   normal answer and could not be told from a typo. */
 	if (!_ctx->iterate_single_user) {
@@ -124,23 +125,7 @@ cmd_loopguard_unblock_init(struct doveadm_mail_cmd_context *_ctx,
 			"not -A, -F or a wildcard");
 		doveadm_mail_help_name("loopguard unblock");
 	}
-	ctx->key = p_strdup(_ctx->pool, args[0]);
-}
-
-static bool
-cmd_loopguard_unblock_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
-{
-	struct loopguard_unblock_cmd_context *ctx =
-		container_of(_ctx, struct loopguard_unblock_cmd_context, ctx);
-
-	switch (c) {
-	case 'H':
-		ctx->handle = p_strdup(_ctx->pool, optarg);
-		break;
-	default:
-		return FALSE;
-	}
-	return TRUE;
+	ctx->key = p_strdup(_ctx->pool, key);
 }
 
 static struct doveadm_mail_cmd_context *cmd_loopguard_unblock_alloc(void)
@@ -148,8 +133,7 @@ static struct doveadm_mail_cmd_context *cmd_loopguard_unblock_alloc(void)
 	struct loopguard_unblock_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct loopguard_unblock_cmd_context);
-	ctx->ctx.getopt_args = "H:";
-	ctx->ctx.v.parse_arg = cmd_loopguard_unblock_parse_arg;
+	doveadm_loopguard_set_options(&ctx->ctx, "H:");
 	ctx->ctx.v.init = cmd_loopguard_unblock_init;
 	ctx->ctx.v.run = cmd_loopguard_unblock_run;
 	return &ctx->ctx;

@@ -5,6 +5,7 @@
    times are printed. */
 
 #include "doveadm-mail.h"
+#include "loopguard-compat.h"
 
 struct loopguard_db;
 

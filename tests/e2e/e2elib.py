@@ -36,18 +36,22 @@ _spec.loader.exec_module(lmtp)
 
 DOMAIN = "example.org"
 PLUGIN_SO = "lib90_sieve_loopguard_plugin.so"
-DOVEADM_PLUGIN_SO = "lib10_doveadm_loopguard_plugin.so"
-# doveadm loads plugins only from its compiled-in module directory.  The
-# tests never install there: each doveadm call runs in its own mount
-# namespace (unshare -m) with a private copy of that directory, holding the
-# system's doveadm plugins plus the one from the build tree, bind-mounted
-# over it.
-SYSTEM_DOVEADM_MODULES = "/usr/lib/dovecot/modules/doveadm"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+def dovecot_24():
+    """Is the installed Dovecot 2.4 or newer?  Its configuration differs."""
+    out = subprocess.run(["dovecot", "--version"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL).stdout.decode()
+    return re.match(r"2\.[0-3]\.", out) is None
+
+
+DOVECOT_24 = dovecot_24()
 # The ready-made metric blocks of the documentation; the e2e Dovecot uses
 # them as they are written there (uncommented).
-EXAMPLE_CONFIG = os.path.join(REPO, "doc", "example-config",
-                              "90-sieve-loopguard.conf")
+EXAMPLE_CONFIG = os.path.join(
+    REPO, "doc", "example-config",
+    "90-sieve-loopguard.conf" if DOVECOT_24
+    else "90-sieve-loopguard-2.3.conf")
 
 # The error lines that must never show up in the Dovecot log.
 BAD_LOG_RE = re.compile(r"(Error:|Panic|Fatal)")
@@ -80,28 +84,34 @@ def _free_port():
 def example_metrics(path=EXAMPLE_CONFIG):
     """The commented-out `metric` blocks of the example config, uncommented:
     {name: block text}."""
-    blocks, cur = {}, None
+    blocks, cur, depth = {}, None, 0
     with open(path) as f:
         for line in f:
             m = re.match(r"^#(metric\s+(\S+)\s*\{.*)$", line.rstrip("\n"))
             if m:
-                cur = m.group(2)
+                cur, depth = m.group(2), 1
                 blocks[cur] = [m.group(1)]
             elif cur is not None and line.startswith("#"):
-                blocks[cur].append(line[1:].rstrip("\n"))
-                if line[1:].strip() == "}":
+                text = line[1:].rstrip("\n")
+                blocks[cur].append(text)
+                depth += text.count("{") - text.count("}")
+                if depth == 0:
                     cur = None
             else:
                 cur = None
     return {n: "\n".join(b) + "\n" for n, b in blocks.items()}
 
 
-def find_plugin_dir(builddir):
-    for d in (os.path.join(builddir, "src", ".libs"), builddir,
-              os.path.join(builddir, ".libs")):
-        if os.path.isfile(os.path.join(d, PLUGIN_SO)):
-            return d
-    return None
+def stage_dir():
+    """The staged build (tests/lib/stage.sh): the Sieve plugin in sieve/,
+    readable by Dovecot's unprivileged processes, and the settings module
+    and doveadm plugin where Dovecot looks for them."""
+    stage = os.environ.get("LG_STAGE")
+    if not stage or not os.path.isfile(os.path.join(stage, "sieve",
+                                                    PLUGIN_SO)):
+        raise Failure("LG_STAGE does not hold a staged build; run through "
+                      "tests/e2e/run.sh or tests/run-tests.sh")
+    return stage
 
 
 SENDMAIL_CAPTURE = r"""#!/bin/sh
@@ -146,10 +156,7 @@ class Dovecot:
                  instance="loopguard-e2e", metrics=True, copy_plugin=False):
         self.workdir = os.path.abspath(workdir)
         self.builddir = os.path.abspath(builddir)
-        self.plugin_dir = find_plugin_dir(self.builddir)
-        if self.plugin_dir is None:
-            raise Failure("%s not found under %s (build first: make -C %s)"
-                          % (PLUGIN_SO, self.builddir, self.builddir))
+        self.plugin_dir = os.path.join(stage_dir(), "sieve")
         pw = pwd.getpwnam(mail_user)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
         self.base_dir = os.path.join(self.workdir, "run")
@@ -158,9 +165,10 @@ class Dovecot:
         self.archive_dir = os.path.join(self.workdir, "capture-archive")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
         self.conf_path = os.path.join(self.workdir, "dovecot.conf")
-        # The userdb: a dict file (see config()), one entry per user,
+        # The userdb: a file (see config()), one entry per user,
         # written as the scenarios create users.
-        self.users_path = os.path.join(self.workdir, "users.dict")
+        self.users_path = os.path.join(
+            self.workdir, "users.passwd" if DOVECOT_24 else "users.dict")
         self.userdb_conf = os.path.join(self.workdir, "userdb-dict.conf.ext")
         self.users = {}         # address -> home
         self.user_fields = {}   # address -> {further userdb field: value}
@@ -171,9 +179,6 @@ class Dovecot:
         self.copy_plugin = copy_plugin
         self.host = "127.0.0.1"
         self.metrics = example_metrics() if metrics else {}
-        self.doveadm_plugin = os.path.join(self.builddir, "src", "doveadm",
-                                           ".libs", DOVEADM_PLUGIN_SO)
-        self.doveadm_modules = os.path.join(self.workdir, "doveadm-modules")
         self._setup()
 
     # -- setup ---------------------------------------------------------
@@ -213,7 +218,9 @@ class Dovecot:
         unknown until the next second.)"""
         tmp = self.users_path + ".tmp"
         with open(tmp, "w") as f:
-            for address, home in self.users.items():
+            if DOVECOT_24:
+                self._write_passwd_file(f)
+            for address, home in (() if DOVECOT_24 else self.users.items()):
                 fields = {"uid": str(self.uid), "gid": str(self.gid)}
                 if home:
                     fields["home"] = home
@@ -222,6 +229,17 @@ class Dovecot:
                         % (address, json.dumps(fields)))
         os.chmod(tmp, 0o644)
         os.rename(tmp, self.users_path)
+
+    def _write_passwd_file(self, f):
+        """Dovecot 2.4 has no dict userdb: a passwd-file, which it stats at
+        most once a second.  A user it does not know yet is found by the
+        static userdb behind it (see config_24()), with the same uid, gid
+        and home; only its further fields wait for the next second."""
+        for address, home in self.users.items():
+            fields = " ".join("%s=%s" % kv for kv in
+                              self.user_fields.get(address, {}).items())
+            f.write("%s::%d:%d::%s::%s\n"
+                    % (address, self.uid, self.gid, home, fields))
 
     def add_user(self, address, home=None, fields=None):
         """Makes `address` a user with the given home: None means
@@ -250,6 +268,8 @@ class Dovecot:
         os.lchown(path, self.uid, self.gid)
 
     def config(self):
+        if DOVECOT_24:
+            return self.config_24()
         return """# generated by tests/e2e/e2elib.py
 instance_name = {instance}-{port}
 base_dir = {base_dir}
@@ -306,6 +326,87 @@ import_environment = $import_environment LD_PRELOAD FAKETIME
            workdir=self.workdir, log=self.log_path, domain=DOMAIN,
            uid=self.uid, gid=self.gid,
            sendmail=self.sendmail, userdb_conf=self.userdb_conf,
+           plugin_dir=self.plugin_dir, extra=self.extra_plugin,
+           metrics=self._metrics_config())
+
+    def config_24(self):
+        return """# generated by tests/e2e/e2elib.py
+dovecot_config_version = 2.4.1
+dovecot_storage_version = 2.4.1
+instance_name = {instance}-{port}
+base_dir = {base_dir}
+state_dir = {workdir}/state
+log_path = {log}
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+default_internal_user = dovecot
+default_login_user = dovenull
+hostname = mx.{domain}
+postmaster_address = postmaster@{domain}
+mail_driver = maildir
+mail_path = ~/Maildir
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+sendmail_path = {sendmail}
+
+passdb static {{
+  fields {{
+    nopassword = yes
+  }}
+}}
+# A userdb that can list its users (doveadm -A), and behind it one that
+# knows a user added within the second (see _write_passwd_file()).
+userdb passwd-file {{
+  passwd_file_path = {users}
+}}
+userdb static {{
+  fields {{
+    uid = {uid}
+    gid = {gid}
+    home = {home_root}/%{{user}}
+  }}
+}}
+
+service lmtp {{
+  inet_listener lmtp {{
+    listen = 127.0.0.1
+    port = {port}
+  }}
+  unix_listener lmtp {{
+    mode = 0600
+  }}
+}}
+
+protocol lmtp {{
+  mail_plugins {{
+    sieve = yes
+  }}
+}}
+
+sieve_script personal {{
+  path = ~/.dovecot.sieve
+}}
+sieve_plugin_dir = {plugin_dir}
+sieve_plugins = sieve_loopguard
+sieve_extensions {{
+  vnd.loopguard.looptest = yes
+  vnd.loopguard.ratelimit = yes
+}}
+{extra}
+
+# doveadm re-executes itself through doveconf, which clears the environment
+# down to import_environment: keep libfaketime's variables, so that the
+# tests can move doveadm's clock (nothing else here ever sets them).
+import_environment {{
+  LD_PRELOAD = %{{env:LD_PRELOAD}}
+  FAKETIME = %{{env:FAKETIME}}
+}}
+{metrics}""".format(
+           instance=self.instance, port=self.port, base_dir=self.base_dir,
+           workdir=self.workdir, log=self.log_path, domain=DOMAIN,
+           uid=self.uid, gid=self.gid, users=self.users_path,
+           home_root=self.home_root, sendmail=self.sendmail,
            plugin_dir=self.plugin_dir, extra=self.extra_plugin,
            metrics=self._metrics_config())
 
@@ -390,40 +491,13 @@ import_environment = $import_environment LD_PRELOAD FAKETIME
 
     # -- doveadm --------------------------------------------------------
 
-    def _doveadm_modules(self):
-        """Fills the private doveadm module directory (once): copies, not
-        symlinks, of the system's doveadm plugins plus the build tree's."""
-        if os.path.isdir(self.doveadm_modules):
-            return
-        check(os.path.isfile(self.doveadm_plugin),
-              "%s not found (build first: make -C %s)"
-              % (self.doveadm_plugin, self.builddir))
-        check(os.path.isdir(SYSTEM_DOVEADM_MODULES),
-              "%s: no such directory" % SYSTEM_DOVEADM_MODULES)
-        check(shutil.which("unshare") is not None, "unshare not found")
-        tmp = self.doveadm_modules + ".tmp"
-        os.makedirs(tmp)
-        for n in sorted(os.listdir(SYSTEM_DOVEADM_MODULES)):
-            if n.endswith(".so") and n != DOVEADM_PLUGIN_SO:
-                shutil.copyfile(os.path.join(SYSTEM_DOVEADM_MODULES, n),
-                                os.path.join(tmp, n))
-        shutil.copyfile(self.doveadm_plugin,
-                        os.path.join(tmp, DOVEADM_PLUGIN_SO))
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, self.doveadm_modules)
-
-    def doveadm(self, args, faketime=None, plugin=True, timeout=60):
+    def doveadm(self, args, faketime=None, timeout=60):
         """Runs `doveadm -c <our config> ARGS` -> (exit code, stdout,
-        stderr).  plugin=True: in a private mount namespace where the
-        doveadm module directory holds our plugin.  faketime ("+2d"): with
-        doveadm's clock shifted by libfaketime (doveadm only; Dovecot's own
-        processes keep the real time)."""
+        stderr), with the staged doveadm plugin where doveadm looks for it
+        (tests/lib/stage.sh).  faketime ("+2d"): with doveadm's clock shifted by
+        libfaketime (doveadm only; Dovecot's own processes keep the real
+        time)."""
         cmd = ["doveadm", "-c", self.conf_path] + list(args)
-        if plugin:
-            self._doveadm_modules()
-            cmd = ["unshare", "-m", "sh", "-c",
-                   'mount --bind "$0" %s && exec "$@"'
-                   % SYSTEM_DOVEADM_MODULES, self.doveadm_modules] + cmd
         env = dict(os.environ)
         for k in ("LD_PRELOAD", "FAKETIME"):
             env.pop(k, None)
@@ -458,7 +532,7 @@ import_environment = $import_environment LD_PRELOAD FAKETIME
     def stats(self):
         """`doveadm stats dump` -> {metric name: count}.  The count column
         is found by its header, not by position."""
-        rc, out, err = self.doveadm(["stats", "dump"], plugin=False)
+        rc, out, err = self.doveadm(["stats", "dump"])
         check(rc == 0, "doveadm stats dump exited %d: %s" % (rc, err.strip()))
         lines = out.splitlines()
         check(lines and "count" in lines[0].split("\t"),

@@ -34,6 +34,13 @@ if [ ! -f "$builddir/src/.libs/lib90_sieve_loopguard_plugin.so" ]; then
 	exit 1
 fi
 
+# Dovecot's processes get the modules from a staged copy (see stage.sh).
+. "$here/../lib/stage.sh"
+if [ -z "${LG_STAGE:-}" ]; then
+	lg_stage_exec "$builddir" sh "$0" "$builddir" "$@"
+	exit
+fi
+
 workdir=$(mktemp -d /tmp/loopguard-e2e.XXXXXX)
 chmod 755 "$workdir"
 

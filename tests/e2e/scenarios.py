@@ -26,8 +26,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2elib import (Dovecot, Failure, Message, check, example, test_script,
-                    FIRED_RE, BAD_LOG_RE, DOMAIN, SYSTEM_DOVEADM_MODULES,
-                    DOVEADM_PLUGIN_SO)
+                    FIRED_RE, BAD_LOG_RE, DOMAIN, DOVECOT_24)
 
 SCENARIOS = []
 
@@ -665,8 +664,10 @@ def s_doveadm(ctx):
 
     # users without a store: empty, not an error, nothing created
     empty = ctx.user("nostore", example("discard-loops.sieve"))
-    # doveadm parses the settings as the Sieve plugin does: "y" is a boolean
-    ctx.dc.add_user(empty.address, empty.home, {"sieve_loopguard_sync": "y"})
+    # doveadm reads the settings as the Sieve plugin does: on 2.3 "y" is a
+    # boolean, as Dovecot 2.3's own rule has it
+    ctx.dc.add_user(empty.address, empty.home,
+                    {"sieve_loopguard_sync": "yes" if DOVECOT_24 else "y"})
     ghost = ctx.dc.add_user(ctx.address("nohome"))  # home never created
     for who in (empty.address, ghost):
         rows, err = lg(ctx, "list", who)
@@ -684,10 +685,6 @@ def s_doveadm(ctx):
           % os.listdir(empty.home))
     check(not os.path.exists(os.path.join(ctx.dc.home_root, ghost)),
           "doveadm created a home for %s" % ghost)
-    check(not os.path.exists(os.path.join(SYSTEM_DOVEADM_MODULES,
-                                          DOVEADM_PLUGIN_SO)),
-          "%s appeared in the system directory %s"
-          % (DOVEADM_PLUGIN_SO, SYSTEM_DOVEADM_MODULES))
 
 
 @scenario("doveadm-purge")

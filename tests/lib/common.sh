@@ -3,7 +3,20 @@
 # lg_deliver and reports with lg_check; lg_finish prints the tally.
 
 : "${LG_BUILDDIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-LG_PLUGIN="$LG_BUILDDIR/src/.libs/sieve_loopguard"
+. "$(dirname "${BASH_SOURCE[0]}")/stage.sh"
+# Run on its own, a scenario stages the build first (see stage.sh).
+if [ -z "${LG_STAGE:-}" ]; then
+	lg_stage_exec "$LG_BUILDDIR" bash "$0" "$@"
+	exit
+fi
+LG_PLUGIN="$LG_STAGE/sieve/sieve_loopguard"
+# How sieve-test loads the plugin: Dovecot 2.4 enables extensions from the
+# config before sieve-test's -P loads a plugin, so there the config does.
+if lg_dovecot_24; then
+	LG_LOAD=""
+else
+	LG_LOAD="-P $LG_PLUGIN"
+fi
 LG_FAKETIME_LIB=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1)
 LG_USER=${LG_USER:-nobody}
 lg_passed=0
@@ -23,20 +36,84 @@ lg_setup()
 	trap 'rm -rf "$LG_DIR"' EXIT
 }
 
-# Writes the sieve-test config; $1 holds extra plugin {} lines.
+# Writes the sieve-test config; $1 holds extra settings, written the same
+# for both Dovecot versions: on 2.3 they go into plugin { }.
 lg_config()
 {
-	cat > "$LG_DIR/dovecot.conf" <<CONF
+	if lg_dovecot_24; then
+		cat > "$LG_DIR/dovecot.conf" <<CONF
+dovecot_config_version = 2.4.1
+dovecot_storage_version = 2.4.1
+import_environment {
+  LD_PRELOAD = %{env:LD_PRELOAD}
+  FAKETIME = %{env:FAKETIME}
+  FAKETIME_NO_CACHE = %{env:FAKETIME_NO_CACHE}
+  TZ = %{env:TZ}
+}
+log_path = $LG_DIR/dovecot.log
+info_log_path = $LG_DIR/dovecot.log
+mail_driver = maildir
+mail_path = $LG_DIR/mail
+sieve_plugin_dir = $LG_STAGE/sieve
+sieve_plugins = sieve_loopguard
+sieve_extensions {
+  vnd.loopguard.looptest = yes
+  vnd.loopguard.ratelimit = yes
+}
+sieve_loopguard_db = $LG_STATE
+sieve_loopguard_sync = no
+$1
+CONF
+	else
+		cat > "$LG_DIR/dovecot.conf" <<CONF
 import_environment = LD_PRELOAD FAKETIME FAKETIME_NO_CACHE TZ
 log_path = $LG_DIR/dovecot.log
 info_log_path = $LG_DIR/dovecot.log
 plugin {
+  sieve_plugin_dir = $LG_STAGE/sieve
   sieve_loopguard_db = $LG_STATE
   sieve_loopguard_sync = no
 $1
 }
 CONF
+	fi
 	chown "$LG_USER" "$LG_DIR/dovecot.conf" 2>/dev/null || true
+}
+
+# The sieve-test options that deliver into the Maildir DIR.
+lg_mail_opt()
+{
+	if lg_dovecot_24; then
+		echo "-o mail_path=$1"
+	else
+		echo "-l maildir:$1"
+	fi
+}
+
+# A config line that adds (+NAME) or removes (-NAME) a Sieve extension.
+lg_extension_setting()
+{
+	local name=${1#[+-]}
+	if ! lg_dovecot_24; then
+		echo "sieve_extensions = $1"
+	elif [ "${1%"$name"}" = "-" ]; then
+		printf 'sieve_extensions {\n  %s = no\n}\n' "$name"
+	else
+		printf 'sieve_extensions {\n  %s = yes\n}\n' "$name"
+	fi
+}
+
+# lg_private_mounts CMD...: runs CMD in a mount namespace of its own, for
+# the mounts it makes. A chroot whose root is no mount point allows only
+# one that keeps the propagation of the mounts it inherits: CMD must then
+# unmount what it mounted.
+lg_private_mounts()
+{
+	if unshare -m true 2>/dev/null; then
+		unshare -m "$@"
+	else
+		unshare -m --propagation unchanged "$@"
+	fi
 }
 
 # The scenarios' clock: lg_at SECONDS prints the libfaketime time SECONDS
@@ -78,13 +155,13 @@ lg_deliver()
 	fi
 	# With LG_CONFIG_PLUGIN set, the config's sieve_plugins loads the
 	# plugin, as in a real installation; otherwise sieve-test -P does.
-	local load=(-P "$LG_PLUGIN")
+	local load=($LG_LOAD)
 	[ -n "${LG_CONFIG_PLUGIN:-}" ] && load=()
 	# libfaketime is loaded by sieve-test only: loaded into runuser (root)
 	# it would share its clock through a semaphore the user cannot open.
 	LG_OUT=$(cd "$LG_DIR" && runuser -u "$LG_USER" -- "${env[@]}" \
 		sieve-test -c "$LG_DIR/dovecot.conf" "${load[@]}" \
-		-l "maildir:$LG_DIR/mail" "$@" \
+		$(lg_mail_opt "$LG_DIR/mail") "$@" \
 		"$LG_DIR/$script" "$LG_DIR/msgs/$msg" 2>&1)
 	LG_RC=$?
 }

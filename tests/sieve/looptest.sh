@@ -129,8 +129,8 @@ if looptest :checks "duplicate" { fileinto :create "Dup"; stop; }
 fileinto :create "Inbox";
 SIEVE
 lg_message same "Robot <robot@example.net>" "Concurrent" "Message-ID: <cc@x>"
-export -f lg_deliver lg_outcome
-export LG_DIR LG_USER LG_PLUGIN LG_FAKETIME_LIB
+export -f lg_deliver lg_outcome lg_mail_opt lg_dovecot_24
+export LG_DIR LG_USER LG_PLUGIN LG_LOAD LG_FAKETIME_LIB
 seq 1 16 | xargs -P 8 -I{} bash -c \
 	'lg_deliver dupconc.sieve same "" -f robot@example.net -e; lg_outcome' \
 	> "$LG_DIR/dup.out"
@@ -155,8 +155,8 @@ mkdir -p "$LG_DIR/ro"
 chown "$LG_USER" "$LG_DIR/ro"
 chmod 0500 "$LG_DIR/ro"
 LG_OUT=$(cd "$LG_DIR" && runuser -u "$LG_USER" -- sieve-test \
-	-c "$LG_DIR/dovecot.conf" -P "$LG_PLUGIN" -e \
-	-l "maildir:$LG_DIR/ro/mail" dupconc.sieve msgs/retry 2>&1)
+	-c "$LG_DIR/dovecot.conf" $LG_LOAD -e \
+	$(lg_mail_opt "$LG_DIR/ro/mail") dupconc.sieve msgs/retry 2>&1)
 lg_check_match "a delivery into an unwritable mailbox fails" \
 	"failed|error" "$LG_OUT"
 lg_deliver dupconc.sieve retry "" -f robot@example.net -e
@@ -182,12 +182,12 @@ lg_message filt "Robot <robot@example.net>" "Filter me" "Message-ID: <fl@x>"
 # vnd.dovecot.filter must be enabled in the config, which applies to the
 # plugins the config loads: both come from one plugin directory.
 mkdir -p "$LG_DIR/plugins"
-cp /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so \
+cp "$LG_MODULEDIR/sieve/lib90_sieve_extprograms_plugin.so" \
 	"$(dirname "$LG_PLUGIN")/lib90_sieve_loopguard_plugin.so" \
 	"$LG_DIR/plugins/"
 lg_config "  sieve_plugins = sieve_extprograms sieve_loopguard
   sieve_plugin_dir = $LG_DIR/plugins
-  sieve_extensions = +vnd.dovecot.filter
+  $(lg_extension_setting +vnd.dovecot.filter)
   sieve_filter_bin_dir = $LG_DIR/bin"
 LG_CONFIG_PLUGIN=1 lg_deliver filtered.sieve filt "" -f robot@example.net -e
 lg_check "a message passed through filter is not its own duplicate" \
@@ -228,7 +228,7 @@ lg_deliver every-tag.sieve person ""
 lg_check_match "a script with every tag of both tests compiles and runs" \
 	"final result: success" "$LG_OUT"
 dump=$(cd "$LG_DIR" && runuser -u "$LG_USER" -- sieve-dump \
-	-c "$LG_DIR/dovecot.conf" -P "$LG_PLUGIN" every-tag.svbin 2>&1)
+	-c "$LG_DIR/dovecot.conf" $LG_LOAD every-tag.svbin 2>&1)
 lg_check_match "sieve-dump shows check names, not a number" \
 	"checks: hops marker duplicate auto-submitted precedence suppress list bounce system autoreply self" \
 	"$dump"
@@ -260,7 +260,7 @@ lg_check_match "a string for :hops is a compile error" \
 	"line 2: error: the :hops tag .* requires a number" "$LG_OUT"
 lg_config "  sieve_plugins = sieve_loopguard
   sieve_plugin_dir = $(dirname "$LG_PLUGIN")
-  sieve_extensions = -vnd.loopguard.looptest"
+  $(lg_extension_setting -vnd.loopguard.looptest)"
 LG_CONFIG_PLUGIN=1 lg_deliver default.sieve person ""
 lg_check_match "sieve_extensions can disable looptest on its own" \
 	"unknown Sieve capability .vnd.loopguard.looptest" "$LG_OUT"

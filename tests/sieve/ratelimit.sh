@@ -188,8 +188,8 @@ if ratelimit :count 50 :seconds 3600 { fileinto "Over"; stop; }
 fileinto "Under";
 SIEVE
 for i in $(seq 1 100); do msg "c$i" "busy@example.com"; done
-export -f lg_deliver lg_outcome
-export LG_DIR LG_USER LG_PLUGIN LG_FAKETIME_LIB
+export -f lg_deliver lg_outcome lg_mail_opt lg_dovecot_24
+export LG_DIR LG_USER LG_PLUGIN LG_LOAD LG_FAKETIME_LIB
 seq 1 100 | xargs -P 8 -I{} bash -c \
 	'lg_deliver conc.sieve c{} "" -f busy@example.com; lg_outcome' \
 	> "$LG_DIR/conc.out"
@@ -220,7 +220,7 @@ fileinto "Under";
 SIEVE
 lg_config "  sieve_loopguard_max_count = 0"
 (cd "$LG_DIR" && runuser -u "$LG_USER" -- sievec -c "$LG_DIR/dovecot.conf" \
-	-P "$LG_PLUGIN" precompiled.sieve) >/dev/null 2>&1
+	$LG_LOAD precompiled.sieve) >/dev/null 2>&1
 lg_config "  sieve_loopguard_max_count = 3"
 out=""
 for i in 1 2 3 4; do
@@ -310,7 +310,7 @@ lg_check_match "keep: the administrator's log has the path and the error" \
 	"Warning: .*ratelimit test: loopguard state unavailable.*$LG_DIR/notafile.*Is a directory" \
 	"$LG_OUT"
 lg_check "keep: the path appears in the administrator's log only" 0 \
-	"$(printf '%s\n' "$LG_OUT" | grep notafile | grep -vc '^sieve-test([^)]*): Warning: ')"
+	"$(printf '%s\n' "$LG_OUT" | grep notafile | grep -vc '^sieve-test[^:]*: Warning: ')"
 # a corrupted data file
 printf 'this is not an lmdb file %.0s' $(seq 1 400) > "$LG_DIR/broken"
 chown "$LG_USER" "$LG_DIR/broken"
@@ -350,28 +350,30 @@ lg_check_match "full store: the administrator is told" \
 # on (default on_error = keep).
 lg_config "  sieve_loopguard_db = $LG_DIR/tiny/state.lmdb"
 mkdir -p "$LG_DIR/tiny"
-LG_OUT=$(cd "$LG_DIR" && unshare -m sh -c '
+LG_OUT=$(cd "$LG_DIR" && lg_private_mounts sh -c '
 	mount -t tmpfs -o size=64k,mode=0777 tmpfs tiny &&
 	dd if=/dev/zero of=tiny/filler bs=4k count=64 2>/dev/null
-	exec runuser -u "$0" -- sieve-test -c dovecot.conf -P "$1" \
-		-l "maildir:$2/mail" keep.sieve msgs/e1' \
-	"$LG_USER" "$LG_PLUGIN" "$LG_DIR" 2>&1)
+	runuser -u "$0" -- sieve-test -c dovecot.conf $1 $2 \
+		keep.sieve msgs/e1
+	umount tiny' \
+	"$LG_USER" "$LG_LOAD" "$(lg_mail_opt "$LG_DIR/mail")" 2>&1)
 lg_check "full disk: the script goes on and files the message" "After" \
 	"$(lg_outcome)"
 lg_check_match "full disk: a warning tells the user" \
 	"warning: ratelimit test: loopguard state unavailable" "$LG_OUT"
 # The disk fills up after the store was made: new messages need new pages.
 msg e2 "err@example.com"; msg e3 "err@example.com"
-LG_OUT=$(cd "$LG_DIR" && unshare -m sh -c '
+LG_OUT=$(cd "$LG_DIR" && lg_private_mounts sh -c '
 	mount -t tmpfs -o size=2m,mode=0777 tmpfs tiny &&
-	runuser -u "$0" -- sieve-test -c dovecot.conf -P "$1" \
-		-l "maildir:$2/mail" keep.sieve msgs/e1 >/dev/null 2>&1 &&
+	runuser -u "$0" -- sieve-test -c dovecot.conf $1 $2 \
+		keep.sieve msgs/e1 >/dev/null 2>&1 &&
 	dd if=/dev/zero of=tiny/filler bs=4k 2>/dev/null
 	for m in e2 e3; do
-		runuser -u "$0" -- sieve-test -c dovecot.conf -P "$1" \
-			-l "maildir:$2/mail" keep.sieve msgs/$m
-	done' \
-	"$LG_USER" "$LG_PLUGIN" "$LG_DIR" 2>&1)
+		runuser -u "$0" -- sieve-test -c dovecot.conf $1 $2 \
+			keep.sieve msgs/$m
+	done
+	umount tiny' \
+	"$LG_USER" "$LG_LOAD" "$(lg_mail_opt "$LG_DIR/mail")" 2>&1)
 lg_check "disk full later: no crash, both messages are filed" 2 \
 	"$(printf '%s\n' "$LG_OUT" | grep -c 'store message in folder: After')"
 lg_check "disk full later: the store really ran out of space" 2 \
