@@ -72,6 +72,10 @@ static bool
 tst_ratelimit_validate_period_tag(struct sieve_validator *valdtr,
 				  struct sieve_ast_argument **arg,
 				  struct sieve_command *cmd);
+static bool
+tst_ratelimit_validate_seconds_tag(struct sieve_validator *valdtr,
+				   struct sieve_ast_argument **arg,
+				   struct sieve_command *cmd);
 
 static const struct sieve_argument_def ratelimit_key_tag = {
 	.identifier = "key",
@@ -94,7 +98,7 @@ static const struct sieve_argument_def ratelimit_count_tag = {
 
 static const struct sieve_argument_def ratelimit_seconds_tag = {
 	.identifier = "seconds",
-	.validate = tst_ratelimit_validate_period_tag,
+	.validate = tst_ratelimit_validate_seconds_tag,
 };
 
 static const struct sieve_argument_def ratelimit_lock_tag = {
@@ -169,6 +173,28 @@ tst_ratelimit_validate_period_tag(struct sieve_validator *valdtr,
 
 	return loopguard_tag_validate_number(valdtr, arg, cmd,
 					     ctx->set.max_period);
+}
+
+/* An empty window would count nothing, so the test would never be true:
+   a script that says :seconds 0 cannot mean that (:count 0 is the way to
+   turn the test off). */
+static bool
+tst_ratelimit_validate_seconds_tag(struct sieve_validator *valdtr,
+				   struct sieve_ast_argument **arg,
+				   struct sieve_command *cmd)
+{
+	struct sieve_ast_argument *tag = *arg, *param;
+
+	param = sieve_ast_argument_next(tag);
+	if (param != NULL && sieve_ast_argument_type(param) == SAAT_NUMBER &&
+	    sieve_ast_argument_number(param) == 0) {
+		sieve_argument_validate_error(valdtr, param,
+			"the :seconds value of the ratelimit test must be at "
+			"least 1 (an empty window never counts anything; use "
+			":count 0 to turn the test off)");
+		return FALSE;
+	}
+	return tst_ratelimit_validate_period_tag(valdtr, arg, cmd);
 }
 
 /*
@@ -498,9 +524,11 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 	sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS, "ratelimit test");
 	sieve_runtime_trace_descend(renv);
 
-	if (args.count == 0) {
+	/* A window of 0 seconds cannot be compiled any more; a binary that
+	   has one is treated as :count 0 was always documented. */
+	if (args.count == 0 || args.seconds == 0) {
 		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
-				    ":count 0 turns the test off");
+				    ":count 0 or :seconds 0: the test is off");
 		sieve_interpreter_set_test_result(renv->interp, FALSE);
 		return SIEVE_EXEC_OK;
 	}

@@ -242,6 +242,14 @@ SIEVE
 lg_deliver badtype.sieve a1 ""
 lg_check_match "a string for :count is a compile error" \
 	"line 2: error: the :count tag .* requires a number" "$LG_OUT"
+lg_script zeroseconds.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 1 :seconds 0 { fileinto "Over"; }
+SIEVE
+lg_deliver zeroseconds.sieve a1 ""
+lg_check_match ":seconds 0 is a compile error that points to :count 0" \
+	"line 2: error: the :seconds value of the ratelimit test must be at least 1 .*use :count 0 to turn the test off" \
+	"$LG_OUT"
 lg_script badkey.sieve <<'SIEVE'
 require "vnd.loopguard.ratelimit";
 if ratelimit :key 5 { keep; }
