@@ -153,7 +153,10 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 			/* Counted before: a retried delivery, or a second
 			   ratelimit on this key. */
 			result_r->already_counted = TRUE;
-			result_r->exceeded = stamp.exceeded;
+			/* while locked, every message is over the limit,
+			   also one that passed before the lock */
+			result_r->exceeded = stamp.exceeded ||
+				locked_until > now;
 		}
 	}
 	result_r->locked_until = locked_until;

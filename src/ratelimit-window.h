@@ -22,7 +22,8 @@ struct ratelimit_result {
 	unsigned int count_in_window;
 	/* 0 when not locked */
 	time_t locked_until;
-	/* this message was counted already, the earlier answer is repeated */
+	/* this message was counted already: the earlier answer is repeated,
+	   except that while the key is locked it is true */
 	bool already_counted;
 	/* the stored payload was unreadable (another version, a wrong size,
 	   times that cannot be) and was treated as absent */

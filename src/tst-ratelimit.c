@@ -5,7 +5,6 @@
 #include "buffer.h"
 #include "str.h"
 #include "str-sanitize.h"
-#include "sha2.h"
 #include "message-address.h"
 #include "mail-storage.h"
 
@@ -347,29 +346,25 @@ tst_ratelimit_from_address(const struct sieve_runtime_env *renv)
 }
 
 /* Identifies the message so that it is counted once per key: its
-   Message-ID, or its content when it has none. */
+   Message-ID together with its content, as looptest's duplicate check
+   fingerprints it. */
 static int
 tst_ratelimit_message_hash(const struct sieve_runtime_env *renv,
 			   unsigned char hash_r[RATELIMIT_MESSAGE_HASH_SIZE])
 {
-	const char *message_id = loopguard_runtime_message_id(renv);
-	unsigned char digest[SHA256_RESULTLEN];
 	struct looptest_envelope envelope;
 	struct looptest_result result;
 	int ret;
-
-	if (*message_id != '\0') {
-		sha256_get_digest(message_id, strlen(message_id), digest);
-		memcpy(hash_r, digest, RATELIMIT_MESSAGE_HASH_SIZE);
-		return SIEVE_EXEC_OK;
-	}
 
 	i_zero(&envelope);
 	ret = loopguard_runtime_read_message(renv, "ratelimit", &envelope,
 		LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE), &result);
 	if (ret != SIEVE_EXEC_OK)
 		return ret;
-	memcpy(hash_r, result.fingerprint, RATELIMIT_MESSAGE_HASH_SIZE);
+	ratelimit_key_message_hash(loopguard_runtime_message_id(renv),
+				   result.fingerprint,
+				   sizeof(result.fingerprint), hash_r,
+				   RATELIMIT_MESSAGE_HASH_SIZE);
 	return SIEVE_EXEC_OK;
 }
 

@@ -181,6 +181,30 @@ lg_check "another message is counted" "First-over" "$(lg_outcome)"
 lg_deliver twice.sieve o2 "$(lg_at 4)" -f once@example.com
 lg_check "and gets the same answer again" "First-over" "$(lg_outcome)"
 
+LG_SCENARIO="reused Message-ID"
+lg_script reuse.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 3 :seconds 60 :lock 900 { fileinto "Over"; stop; }
+fileinto "Under";
+SIEVE
+# A sender chooses its Message-ID: ten different messages under one ID
+# are ten messages.
+out=""
+for i in $(seq 1 10); do
+	lg_message "ru$i" "reuse@example.com" "Reuse $i" "Message-ID: <same@test>"
+	lg_deliver reuse.sieve "ru$i" "$(lg_at $i)" -f reuse@example.com
+	out="$out $(lg_outcome)"
+done
+lg_check "one Message-ID on different messages does not pass them all" \
+	" Under Under Under Over Over Over Over Over Over Over" "$out"
+# While the key is locked, a message that passed before the lock is over
+# too, delivered again or not.
+lg_deliver reuse.sieve ru1 "$(lg_at 30)" -f reuse@example.com
+lg_check "while locked, a message counted before is over" "Over" \
+	"$(lg_outcome)"
+lg_deliver reuse.sieve ru2 "$(lg_at 800)" -f reuse@example.com
+lg_check "still over at a low rate within the lock" "Over" "$(lg_outcome)"
+
 LG_SCENARIO="concurrency"
 lg_script conc.sieve <<'SIEVE'
 require ["vnd.loopguard.ratelimit", "fileinto"];

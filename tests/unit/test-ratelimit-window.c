@@ -178,6 +178,28 @@ static void test_window_once_per_message(void)
 	test_end();
 }
 
+static void test_window_counted_while_locked(void)
+{
+	struct ratelimit_params params = { .count = 2, .period = 100,
+					   .lock = 900 };
+	struct ratelimit_result result;
+	struct window w;
+
+	test_begin("window: while locked, a message counted before is over");
+	window_init(&w);
+	test_assert(!window_eval(&w, &params, 10, 1, TRUE).exceeded);
+	test_assert(!window_eval(&w, &params, 11, 2, TRUE).exceeded);
+	test_assert(window_eval(&w, &params, 12, 3, TRUE).exceeded);
+	/* message 1 passed before the lock; again now, it is over */
+	result = window_eval(&w, &params, 13, 1, TRUE);
+	test_assert(result.already_counted && result.exceeded);
+	test_assert(result.locked_until == 912);
+	/* also with :noupdate */
+	test_assert(window_eval(&w, &params, 14, 2, FALSE).exceeded);
+	window_deinit(&w);
+	test_end();
+}
+
 static void test_window_bounded(void)
 {
 	struct ratelimit_params params = { .count = 5, .period = 1000 };
@@ -358,6 +380,28 @@ static void test_key_thread(void)
 	test_end();
 }
 
+static void test_key_message_hash(void)
+{
+	unsigned char fp1[32], fp2[32];
+	unsigned char h1[8], h2[8], h3[8];
+
+	test_begin("key: a message is the same only with the same content");
+	memset(fp1, 1, sizeof(fp1));
+	memset(fp2, 2, sizeof(fp2));
+	ratelimit_key_message_hash("<a@x>", fp1, sizeof(fp1), h1, sizeof(h1));
+	ratelimit_key_message_hash("<a@x>", fp1, sizeof(fp1), h2, sizeof(h2));
+	test_assert(memcmp(h1, h2, sizeof(h1)) == 0);
+	/* one Message-ID, other content: another message */
+	ratelimit_key_message_hash("<a@x>", fp2, sizeof(fp2), h2, sizeof(h2));
+	test_assert(memcmp(h1, h2, sizeof(h1)) != 0);
+	/* the same content under another Message-ID, or none */
+	ratelimit_key_message_hash("<b@x>", fp1, sizeof(fp1), h3, sizeof(h3));
+	test_assert(memcmp(h1, h3, sizeof(h1)) != 0);
+	ratelimit_key_message_hash("", fp1, sizeof(fp1), h3, sizeof(h3));
+	test_assert(memcmp(h1, h3, sizeof(h1)) != 0);
+	test_end();
+}
+
 static void test_key_subject(void)
 {
 	test_begin("key: subject prefixes");
@@ -384,6 +428,7 @@ int main(void)
 		test_window_lock,
 		test_window_noupdate,
 		test_window_once_per_message,
+		test_window_counted_while_locked,
 		test_window_bounded,
 		test_window_decode_invalid,
 		test_window_absurd_times,
@@ -391,6 +436,7 @@ int main(void)
 		test_key_default,
 		test_key_thread,
 		test_key_subject,
+		test_key_message_hash,
 		NULL
 	};
 	return test_run(test_functions);
