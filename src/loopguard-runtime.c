@@ -23,6 +23,7 @@
 #include "loopguard-db.h"
 #include "loopguard-path.h"
 #include "looptest-checks.h"
+#include "ratelimit-window.h"
 #include "loopguard-runtime.h"
 
 /* The extensions that share one context, so that the settings are read,
@@ -162,6 +163,7 @@ loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
 		db_set.max_size = ctx->set.db_max_size;
 		db_set.sync = ctx->set.sync;
 		db_set.log_size = ctx->set.log_size;
+		db_set.record_expires = ratelimit_window_record_expires;
 		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)
 			return -1;
 	}

@@ -383,6 +383,16 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 	int ret;
 
 	i_zero(result_r);
+	if (now < 0) {
+		/* Every time in the store would be in the future: counting
+		   against it could make the test true for everyone. */
+		e_warning(renv->event, "ratelimit test: the system clock is "
+			  "before 1970 or failed (time() = %ld), test is "
+			  "false", (long)now);
+		sieve_runtime_warning(renv, NULL, "ratelimit test: no valid "
+				      "time, test is false");
+		return SIEVE_EXEC_OK;
+	}
 	if ((ret = tst_ratelimit_message_hash(renv, message_hash)) !=
 	    SIEVE_EXEC_OK)
 		return ret;

@@ -8,6 +8,7 @@
 #include "loopguard-settings.h"
 #include "loopguard-db.h"
 #include "loopguard-path.h"
+#include "ratelimit-window.h"
 #include "doveadm-loopguard.h"
 
 #include <sys/stat.h>
@@ -77,6 +78,7 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	set.max_size = lg_set.db_max_size;
 	set.sync = lg_set.sync;
 	set.log_size = lg_set.log_size;
+	set.record_expires = ratelimit_window_record_expires;
 	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,
 				       &error) < 0) {
 		e_error(user->event, "loopguard: %s", error);

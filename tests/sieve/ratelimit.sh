@@ -205,6 +205,56 @@ lg_check "while locked, a message counted before is over" "Over" \
 lg_deliver reuse.sieve ru2 "$(lg_at 800)" -f reuse@example.com
 lg_check "still over at a low rate within the lock" "Over" "$(lg_outcome)"
 
+LG_SCENARIO="clock jump"
+lg_script jump.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto"];
+if ratelimit :count 3 :seconds 60 :lock 900 { discard; stop; }
+fileinto "Under";
+SIEVE
+ten_years=$((10 * 365 * 86400))
+out=""
+for i in 1 2 3 4; do
+	msg "cj$i" "jump@example.com"
+	lg_deliver jump.sieve "cj$i" "$(lg_at $((ten_years + i)))" \
+		-f jump@example.com
+	out="$out $(lg_outcome)"
+done
+lg_check "with the clock 10 years ahead the 4th is discarded" \
+	" Under Under Under discard" "$out"
+# the same for another sender that then falls silent
+for i in 1 2 3 4; do
+	msg "cs$i" "silent@example.com"
+	lg_deliver jump.sieve "cs$i" "$(lg_at $((ten_years + 10 + i)))" \
+		-f silent@example.com
+done
+# the clock is corrected
+msg cj5 "jump@example.com"
+lg_deliver jump.sieve cj5 "$(lg_at 100)" -f jump@example.com
+lg_check "after the clock is corrected the sender is not locked out" \
+	"Under" "$(lg_outcome)"
+out=""
+for i in 6 7 8; do
+	msg "cj$i" "jump@example.com"
+	lg_deliver jump.sieve "cj$i" "$(lg_at $((95 + i)))" -f jump@example.com
+	out="$out $(lg_outcome)"
+done
+lg_check "the count starts afresh: the stamps from the future are gone" \
+	" Under Under discard" "$out"
+# ordinary traffic sweeps the silent sender's record away
+for i in $(seq 1 5); do
+	msg "cn$i" "normal$i@example.com"
+	lg_deliver jump.sieve "cn$i" "$(lg_at $((100 + i)))" \
+		-f "normal$i@example.com"
+done
+lg_check "a record from the future is swept like an expired one" 0 \
+	"$(mdb_dump -p -n -s records "$LG_STATE" | grep -c 'silent@example.com')"
+# a clock before 1970 makes the test false, never true for everyone
+msg cb1 "jump@example.com"
+lg_deliver jump.sieve cb1 "1969-12-31 23:00:00" -f jump@example.com
+lg_check "a clock before 1970: false" "Under" "$(lg_outcome)"
+lg_check_match "a clock before 1970: a warning" \
+	"warning: ratelimit test: no valid time, test is false" "$LG_OUT"
+
 LG_SCENARIO="concurrency"
 lg_script conc.sieve <<'SIEVE'
 require ["vnd.loopguard.ratelimit", "fileinto"];
