@@ -23,6 +23,7 @@
 #include "loopguard-db.h"
 #include "loopguard-runtime.h"
 #include "loopguard-tags.h"
+#include "loopguard-text.h"
 #include "looptest-checks.h"
 #include "ratelimit-key.h"
 #include "ratelimit-window.h"
@@ -560,6 +561,10 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 			key = ratelimit_key_with_thread(key, thread_id);
 	}
 	handle = args.handle == NULL ? "" : str_c(args.handle);
+	/* Keys and handles come from messages: they are stored and shown
+	   only sanitized and short. */
+	key = loopguard_text_stored_name(key);
+	handle = loopguard_text_stored_name(handle);
 
 	i_zero(&params);
 	params.count = loopguard_tag_clamp(args.count, ctx->set.max_count);

@@ -8,6 +8,7 @@
 
 #include "loopguard-db.h"
 #include "ratelimit-window.h"
+#include "loopguard-text.h"
 #include "doveadm-loopguard.h"
 
 #include <time.h>
@@ -68,8 +69,8 @@ cmd_loopguard_list_record(const struct loopguard_db_record *record,
 
 static void cmd_loopguard_list_print(const struct loopguard_list_row *row)
 {
-	doveadm_print(row->handle);
-	doveadm_print(row->key);
+	doveadm_print(doveadm_loopguard_text(row->handle));
+	doveadm_print(doveadm_loopguard_text(row->key));
 	doveadm_print_num(row->state.count_in_window);
 	doveadm_print_num(row->state.count);
 	doveadm_print_num(row->state.period);
@@ -137,7 +138,9 @@ cmd_loopguard_list_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
 
 	switch (c) {
 	case 'H':
-		ctx->handle = p_strdup(_ctx->pool, optarg);
+		/* as stored (loopguard_text_stored_name()) */
+		ctx->handle = p_strdup(_ctx->pool,
+				       loopguard_text_stored_name(optarg));
 		break;
 	default:
 		return FALSE;

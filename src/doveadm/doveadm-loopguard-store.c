@@ -8,6 +8,7 @@
 #include "loopguard-settings.h"
 #include "loopguard-db.h"
 #include "loopguard-path.h"
+#include "loopguard-text.h"
 #include "ratelimit-window.h"
 #include "doveadm-loopguard.h"
 
@@ -139,4 +140,9 @@ void doveadm_loopguard_header_num(const char *key, const char *title)
 	doveadm_print_header(key, title,
 			     DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY |
 			     DOVEADM_PRINT_HEADER_FLAG_NUMBER);
+}
+
+const char *doveadm_loopguard_text(const char *str)
+{
+	return loopguard_text_sanitize(str, LOOPGUARD_TEXT_MAX);
 }
