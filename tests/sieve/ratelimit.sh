@@ -369,7 +369,7 @@ msg g3 "log@example.com"; msg g4 "log@example.com"
 lg_deliver longhandle.sieve g3 "$(lg_at 3)" -f log@example.com
 lg_deliver longhandle.sieve g4 "$(lg_at 4)" -f log@example.com
 lg_check "a handle is logged sanitized: shortened, on one line" 1 \
-	"$(printf '%s\n' "$LG_OUT" | grep -Ec 'ratelimit fired: user=[^,]*, handle=h{150,200}\.\.\., key=log@example.com, ')"
+	"$(printf '%s\n' "$LG_OUT" | grep -Ec 'ratelimit fired: user=[^,]*, handle=h{150,200}\.\.\. #[0-9a-f]{16}, key=log@example.com, ')"
 
 LG_SCENARIO="state errors"
 lg_script keep.sieve <<'SIEVE'
