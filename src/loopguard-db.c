@@ -92,6 +92,7 @@ struct loopguard_db_env {
 	dev_t dev;
 	ino_t ino;
 	uoff_t max_size;
+	loopguard_db_expires_func_t *record_expires;
 };
 
 /* Larger than the lock table LMDB sizes for its default 126 readers. */
@@ -713,6 +714,16 @@ loopguard_db_unreadable_log_handle(const struct loopguard_db_env *env,
 	}
 }
 
+static time_t
+loopguard_db_record_expires(const struct loopguard_db_env *env,
+			    const struct loopguard_db_record *record,
+			    time_t now)
+{
+	if (env->record_expires == NULL)
+		return record->expires;
+	return I_MIN(record->expires, env->record_expires(record, now));
+}
+
 /* The live record stored under k for kind/handle/key, if any. Unreadable
    values are treated as absent, and added to unreadable. */
 static bool
@@ -733,6 +744,7 @@ loopguard_db_record_get(const struct loopguard_db_env *env,
 		/* only a SHA-256 collision gets here */
 		return FALSE;
 	}
+	record_r->expires = loopguard_db_record_expires(env, record_r, now);
 	return record_r->expires > now;
 }
 
@@ -752,7 +764,8 @@ loopguard_db_record_is_dead(const struct loopguard_db_env *env,
 			loopguard_db_unreadable_add(unreadable, error);
 			dead = TRUE;
 		} else {
-			dead = record.expires <= now;
+			dead = loopguard_db_record_expires(env, &record,
+							   now) <= now;
 		}
 	} T_END;
 	return dead;
@@ -1083,6 +1096,7 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 	env->lock_fd = lock_fd;
 	env->pid = getpid();
 	env->max_size = set->max_size;
+	env->record_expires = set->record_expires;
 	if (mdb_env_get_fd(mdb, &fd) == 0 && fstat(fd, &st) == 0) {
 		env->dev = st.st_dev;
 		env->ino = st.st_ino;
@@ -1690,6 +1704,7 @@ loopguard_db_iterate_visit(struct loopguard_db_env *env, const MDB_val *key,
 		loopguard_db_unreadable_add(&ictx->unreadable, error);
 		return TRUE;
 	}
+	record.expires = loopguard_db_record_expires(env, &record, ictx->now);
 	if (record.expires <= ictx->now)
 		return TRUE;
 	return ictx->callback(&record, ictx->context) >= 0;

@@ -18,6 +18,17 @@ enum loopguard_db_kind {
 	LOOPGUARD_DB_KIND_SEEN = 'd',
 };
 
+struct loopguard_db_record;
+
+/* When a record really expires, judged from its payload at now. The stored
+   expiry was computed with the clock of the writer: one written while the
+   clock was ahead would otherwise live on long after its own rules allow.
+   The store uses the earlier of the two for lookups, updates, iteration,
+   the sweep and purge. */
+typedef time_t
+loopguard_db_expires_func_t(const struct loopguard_db_record *record,
+			    time_t now);
+
 struct loopguard_db_settings {
 	/* Absolute path of the data file; the lock file is "<path>-lock". */
 	const char *path;
@@ -28,6 +39,8 @@ struct loopguard_db_settings {
 	bool sync;
 	/* Events kept in the capped log (0 keeps none). */
 	unsigned int log_size;
+	/* Optional; the first open of a file in a process sets it. */
+	loopguard_db_expires_func_t *record_expires;
 };
 
 struct loopguard_db_record {

@@ -24,6 +24,8 @@
 #include "loopguard-db.h"
 #include "loopguard-path.h"
 #include "looptest-checks.h"
+#include "ratelimit-window.h"
+#include "loopguard-text.h"
 #include "loopguard-runtime.h"
 
 /* The extensions that share one context, so that the settings are read,
@@ -166,6 +168,7 @@ loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
 		db_set.max_size = ctx->set.db_max_size;
 		db_set.sync = ctx->set.sync;
 		db_set.log_size = ctx->set.log_size;
+		db_set.record_expires = ratelimit_window_record_expires;
 		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)
 			return -1;
 	}
@@ -197,10 +200,16 @@ void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 	lg_event.time = time(NULL);
 	lg_event.message_id = loopguard_runtime_message_id(renv);
 
-	handle = str_sanitize(lg_event.handle, LOOPGUARD_LOG_VALUE_MAX);
-	key = str_sanitize(lg_event.key, LOOPGUARD_LOG_VALUE_MAX);
-	message_id = str_sanitize(lg_event.message_id,
-				  LOOPGUARD_LOG_VALUE_MAX);
+	/* Sanitized and capped before anything keeps them: the capped log
+	   is read on an administrator's terminal. */
+	handle = loopguard_text_sanitize(lg_event.handle,
+					 LOOPGUARD_LOG_VALUE_MAX);
+	key = loopguard_text_sanitize(lg_event.key, LOOPGUARD_LOG_VALUE_MAX);
+	message_id = loopguard_text_sanitize(lg_event.message_id,
+					     LOOPGUARD_LOG_VALUE_MAX);
+	lg_event.handle = handle;
+	lg_event.key = key;
+	lg_event.message_id = message_id;
 
 	event = event_create(renv->event);
 	event_set_name(event, t_strconcat("sieve_loopguard_",

@@ -7,9 +7,10 @@
 
 #include "loopguard-settings.h"
 #include "loopguard-compat.h"
+#include "loopguard-text.h"
 
-/* Values from messages are logged shortened to this. */
-#define LOOPGUARD_LOG_VALUE_MAX 200
+/* Values from messages are logged and kept shortened to this. */
+#define LOOPGUARD_LOG_VALUE_MAX LOOPGUARD_TEXT_MAX
 
 struct sieve_extension;
 struct sieve_runtime_env;

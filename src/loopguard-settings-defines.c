@@ -73,6 +73,12 @@ loopguard_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 			LOOPGUARD_MAX_COUNT_LIMIT);
 		return FALSE;
 	}
+	if (set->ratelimit_period == 0) {
+		/* as :seconds 0, which does not compile */
+		*error_r = LOOPGUARD_SETTING_PREFIX"ratelimit_period: 0 "
+			"would turn ratelimit off";
+		return FALSE;
+	}
 	if (*set->db_path == '\0') {
 		*error_r = LOOPGUARD_SETTING_PREFIX"db must not be empty";
 		return FALSE;

@@ -193,6 +193,15 @@ void loopguard_settings_parse(struct loopguard_settings *set, pool_t pool,
 					    &set->ratelimit_count);
 		loopguard_settings_get_duration(&src, "ratelimit_period",
 						&set->ratelimit_period);
+		if (set->ratelimit_period == 0) {
+			/* as :seconds 0, which does not compile */
+			e_warning(event, LOOPGUARD_SETTING_PREFIX
+				  "ratelimit_period: 0 would turn ratelimit "
+				  "off, using the default of %u seconds",
+				  LOOPGUARD_DEFAULT_RATELIMIT_PERIOD);
+			set->ratelimit_period =
+				LOOPGUARD_DEFAULT_RATELIMIT_PERIOD;
+		}
 		loopguard_settings_get_duration(&src, "ratelimit_lock",
 						&set->ratelimit_lock);
 		loopguard_settings_get_uint(&src, "log_size", 0,

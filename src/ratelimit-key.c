@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include "str.h"
 #include "message-id.h"
+#include "sha2.h"
 
 #include "ratelimit-key.h"
 
@@ -122,4 +123,21 @@ const char *ratelimit_key_thread(const char *references,
 const char *ratelimit_key_with_thread(const char *key, const char *thread)
 {
 	return t_strconcat(key, " thread:", thread, NULL);
+}
+
+void ratelimit_key_message_hash(const char *message_id,
+				const unsigned char *fingerprint,
+				size_t fingerprint_size,
+				unsigned char *hash_r, size_t hash_size)
+{
+	unsigned char digest[SHA256_RESULTLEN];
+	struct sha256_ctx ctx;
+
+	i_assert(hash_size <= sizeof(digest));
+	sha256_init(&ctx);
+	/* the Message-ID cannot contain NUL: it separates the parts */
+	sha256_loop(&ctx, message_id, strlen(message_id) + 1);
+	sha256_loop(&ctx, fingerprint, fingerprint_size);
+	sha256_result(&ctx, digest);
+	memcpy(hash_r, digest, hash_size);
 }

@@ -22,6 +22,16 @@ const char *ratelimit_key_thread(const char *references,
    with white space folded and lower-cased. */
 const char *ratelimit_key_normalize_subject(const char *subject);
 
+/* The identity of a message for "counted once per key": SHA-256 over the
+   Message-ID ("" when there is none) and the content fingerprint of
+   looptest's duplicate check, cut to hash_size bytes. A sender chooses its
+   Message-ID, so the ID alone would let any number of different messages
+   pass as one. */
+void ratelimit_key_message_hash(const char *message_id,
+				const unsigned char *fingerprint,
+				size_t fingerprint_size,
+				unsigned char *hash_r, size_t hash_size);
+
 /* The key with the thread identity appended. */
 const char *ratelimit_key_with_thread(const char *key, const char *thread);
 

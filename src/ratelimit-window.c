@@ -4,6 +4,7 @@
 #include "buffer.h"
 #include "byteorder.h"
 
+#include "loopguard-db.h"
 #include "ratelimit-window.h"
 
 /* Payload, all integers big-endian:
@@ -92,12 +93,35 @@ ratelimit_payload_stamp(const struct ratelimit_payload *payload,
 	stamp_r->exceeded = p[8 + RATELIMIT_MESSAGE_HASH_SIZE] != 0;
 }
 
-/* A stamp counts while now - period < time <= now. A stamp from the future
-   (the clock went back) counts too: dropping it would forget messages. */
+/* A stamp written by a clock that was ahead: not believed. */
+static bool ratelimit_stamp_stale(time_t stamp, time_t now)
+{
+	return stamp > now + RATELIMIT_CLOCK_TOLERANCE;
+}
+
+/* A stamp counts while now - period < time <= now. One slightly ahead
+   (the clock went back a little) counts as now, so that no stamp stays in
+   the window longer than the window. */
 static bool ratelimit_in_window(time_t stamp, time_t now, unsigned int period)
 {
+	if (ratelimit_stamp_stale(stamp, now))
+		return FALSE;
 	/* now - period, not stamp + period: now is the clock's, sane */
-	return stamp > now - (time_t)period;
+	return I_MIN(stamp, now) > now - (time_t)period;
+}
+
+/* The lock as it stands at now: 0 when over or stale (further ahead than
+   the record's own lock allows, i.e. set by a clock that was ahead), and
+   never more than max_lock after now. */
+static time_t
+ratelimit_lock_at(const struct ratelimit_payload *payload, time_t now,
+		  unsigned int max_lock)
+{
+	if (payload->locked_until <= now ||
+	    payload->locked_until - now >
+	    (time_t)payload->lock + RATELIMIT_CLOCK_TOLERANCE)
+		return 0;
+	return I_MIN(payload->locked_until, now + (time_t)max_lock);
 }
 
 static void
@@ -133,15 +157,14 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 	time_t locked_until = 0;
 
 	i_zero(result_r);
-	if (params->count == 0)
+	if (params->count == 0 || params->period == 0 || now < 0)
 		return FALSE;
 
 	if (!ratelimit_payload_parse(old, old_size, now, &payload)) {
 		i_zero(&payload);
 		result_r->payload_ignored = old != NULL;
 	}
-	if (payload.locked_until > now)
-		locked_until = payload.locked_until;
+	locked_until = ratelimit_lock_at(&payload, now, params->lock);
 
 	for (i = 0; i < payload.stamp_count; i++) {
 		ratelimit_payload_stamp(&payload, i, &stamp);
@@ -153,7 +176,10 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 			/* Counted before: a retried delivery, or a second
 			   ratelimit on this key. */
 			result_r->already_counted = TRUE;
-			result_r->exceeded = stamp.exceeded;
+			/* while locked, every message is over the limit,
+			   also one that passed before the lock */
+			result_r->exceeded = stamp.exceeded ||
+				locked_until > now;
 		}
 	}
 	result_r->locked_until = locked_until;
@@ -184,8 +210,10 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 		ratelimit_payload_stamp(&payload, i, &stamp);
 		if (!ratelimit_in_window(stamp.time, now, params->period))
 			continue;
-		if (in_window++ >= first_kept)
+		if (in_window++ >= first_kept) {
+			stamp.time = I_MIN(stamp.time, now);
 			ratelimit_stamp_write(new_payload, &stamp);
+		}
 	}
 	stamp.time = now;
 	memcpy(stamp.hash, message_hash, RATELIMIT_MESSAGE_HASH_SIZE);
@@ -194,6 +222,31 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 
 	*expires_r = I_MAX(now + (time_t)params->period, locked_until);
 	return TRUE;
+}
+
+time_t ratelimit_window_record_expires(const struct loopguard_db_record *record,
+				       time_t now)
+{
+	struct ratelimit_payload payload;
+	struct ratelimit_stamp stamp;
+	time_t expires;
+	unsigned int i;
+
+	if (record->kind != LOOPGUARD_DB_KIND_RATE)
+		return record->expires;
+	if (now < 0 || !ratelimit_payload_parse(record->payload,
+						record->payload_size, now,
+						&payload))
+		return 0;
+	expires = ratelimit_lock_at(&payload, now, payload.lock);
+	for (i = 0; i < payload.stamp_count; i++) {
+		ratelimit_payload_stamp(&payload, i, &stamp);
+		if (ratelimit_in_window(stamp.time, now, payload.period)) {
+			expires = I_MAX(expires, I_MIN(stamp.time, now) +
+					(time_t)payload.period);
+		}
+	}
+	return expires;
 }
 
 bool ratelimit_window_decode(const unsigned char *data, size_t size,
@@ -209,13 +262,15 @@ bool ratelimit_window_decode(const unsigned char *data, size_t size,
 	state_r->count = payload.count;
 	state_r->period = payload.period;
 	state_r->lock = payload.lock;
-	state_r->locked_until = payload.locked_until > now ?
-		payload.locked_until : 0;
+	state_r->locked_until = ratelimit_lock_at(&payload, now, payload.lock);
 	for (i = 0; i < payload.stamp_count; i++) {
 		ratelimit_payload_stamp(&payload, i, &stamp);
+		if (ratelimit_stamp_stale(stamp.time, now))
+			continue;
 		if (ratelimit_in_window(stamp.time, now, payload.period))
 			state_r->count_in_window++;
-		state_r->last_seen = I_MAX(state_r->last_seen, stamp.time);
+		state_r->last_seen = I_MAX(state_r->last_seen,
+					   I_MIN(stamp.time, now));
 	}
 	return TRUE;
 }

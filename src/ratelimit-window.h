@@ -5,6 +5,13 @@
    ratelimit key. Pure arithmetic: no LMDB, no interpreter. */
 
 #define RATELIMIT_MESSAGE_HASH_SIZE 8
+/* How far ahead of now a stored time may lie and still be believed: clocks
+   are set back by a few seconds to minutes (NTP stepping a drifted clock,
+   deliveries on servers a little apart). A stamp further ahead was written
+   by a clock that was wrong, and is stale. */
+#define RATELIMIT_CLOCK_TOLERANCE (5 * 60)
+
+struct loopguard_db_record;
 
 struct ratelimit_params {
 	/* at most this many messages per window; 0 disables the test */
@@ -22,7 +29,8 @@ struct ratelimit_result {
 	unsigned int count_in_window;
 	/* 0 when not locked */
 	time_t locked_until;
-	/* this message was counted already, the earlier answer is repeated */
+	/* this message was counted already: the earlier answer is repeated,
+	   except that while the key is locked it is true */
 	bool already_counted;
 	/* the stored payload was unreadable (another version, a wrong size,
 	   times that cannot be) and was treated as absent */
@@ -41,7 +49,15 @@ struct ratelimit_state {
 
 /* Evaluates one message against the stored payload (NULL when the key has
    none) and, when update is TRUE, writes the new payload and its expiry.
-   Returns TRUE when new_payload and expires_r were set. */
+   Returns TRUE when new_payload and expires_r were set.
+
+   Times are judged against now, so that no record outlives its rules:
+   stamps more than RATELIMIT_CLOCK_TOLERANCE ahead of now are stale (not
+   counted, dropped), stamps less far ahead count as now; a lock ending
+   more than the record's own lock plus the tolerance after now is stale,
+   and any lock ends at most params->lock after now. A now before 1970
+   (time() failed) counts nothing: the result is false, nothing is
+   written. */
 bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 			    const struct ratelimit_params *params, time_t now,
 			    const unsigned char message_hash[
@@ -50,7 +66,15 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 			    time_t *expires_r,
 			    struct ratelimit_result *result_r);
 
-/* Decodes a stored payload. Returns FALSE for a payload of the wrong
+/* For the store (loopguard_db_expires_func_t): when a ratelimit record
+   really expires at now, by the rules of ratelimit_window_apply() and the
+   window and lock stored in it. Records of other kinds keep their
+   expiry; an unreadable payload has expired. */
+time_t ratelimit_window_record_expires(const struct loopguard_db_record *record,
+				       time_t now);
+
+/* Decodes a stored payload, judging its times as ratelimit_window_apply()
+   does. Returns FALSE for a payload of the wrong
    version or size, or with times beyond any window or lock from now. */
 bool ratelimit_window_decode(const unsigned char *payload, size_t size,
 			     time_t now, struct ratelimit_state *state_r);

@@ -5,7 +5,6 @@
 #include "buffer.h"
 #include "str.h"
 #include "str-sanitize.h"
-#include "sha2.h"
 #include "message-address.h"
 #include "mail-storage.h"
 
@@ -24,6 +23,7 @@
 #include "loopguard-db.h"
 #include "loopguard-runtime.h"
 #include "loopguard-tags.h"
+#include "loopguard-text.h"
 #include "looptest-checks.h"
 #include "ratelimit-key.h"
 #include "ratelimit-window.h"
@@ -72,6 +72,10 @@ static bool
 tst_ratelimit_validate_period_tag(struct sieve_validator *valdtr,
 				  struct sieve_ast_argument **arg,
 				  struct sieve_command *cmd);
+static bool
+tst_ratelimit_validate_seconds_tag(struct sieve_validator *valdtr,
+				   struct sieve_ast_argument **arg,
+				   struct sieve_command *cmd);
 
 static const struct sieve_argument_def ratelimit_key_tag = {
 	.identifier = "key",
@@ -94,7 +98,7 @@ static const struct sieve_argument_def ratelimit_count_tag = {
 
 static const struct sieve_argument_def ratelimit_seconds_tag = {
 	.identifier = "seconds",
-	.validate = tst_ratelimit_validate_period_tag,
+	.validate = tst_ratelimit_validate_seconds_tag,
 };
 
 static const struct sieve_argument_def ratelimit_lock_tag = {
@@ -169,6 +173,28 @@ tst_ratelimit_validate_period_tag(struct sieve_validator *valdtr,
 
 	return loopguard_tag_validate_number(valdtr, arg, cmd,
 					     ctx->set.max_period);
+}
+
+/* An empty window would count nothing, so the test would never be true:
+   a script that says :seconds 0 cannot mean that (:count 0 is the way to
+   turn the test off). */
+static bool
+tst_ratelimit_validate_seconds_tag(struct sieve_validator *valdtr,
+				   struct sieve_ast_argument **arg,
+				   struct sieve_command *cmd)
+{
+	struct sieve_ast_argument *tag = *arg, *param;
+
+	param = sieve_ast_argument_next(tag);
+	if (param != NULL && sieve_ast_argument_type(param) == SAAT_NUMBER &&
+	    sieve_ast_argument_number(param) == 0) {
+		sieve_argument_validate_error(valdtr, param,
+			"the :seconds value of the ratelimit test must be at "
+			"least 1 (an empty window never counts anything; use "
+			":count 0 to turn the test off)");
+		return FALSE;
+	}
+	return tst_ratelimit_validate_period_tag(valdtr, arg, cmd);
 }
 
 /*
@@ -321,29 +347,25 @@ tst_ratelimit_from_address(const struct sieve_runtime_env *renv)
 }
 
 /* Identifies the message so that it is counted once per key: its
-   Message-ID, or its content when it has none. */
+   Message-ID together with its content, as looptest's duplicate check
+   fingerprints it. */
 static int
 tst_ratelimit_message_hash(const struct sieve_runtime_env *renv,
 			   unsigned char hash_r[RATELIMIT_MESSAGE_HASH_SIZE])
 {
-	const char *message_id = loopguard_runtime_message_id(renv);
-	unsigned char digest[SHA256_RESULTLEN];
 	struct looptest_envelope envelope;
 	struct looptest_result result;
 	int ret;
-
-	if (*message_id != '\0') {
-		sha256_get_digest(message_id, strlen(message_id), digest);
-		memcpy(hash_r, digest, RATELIMIT_MESSAGE_HASH_SIZE);
-		return SIEVE_EXEC_OK;
-	}
 
 	i_zero(&envelope);
 	ret = loopguard_runtime_read_message(renv, "ratelimit", &envelope,
 		LOOPTEST_CHECK_BIT(LOOPTEST_CHECK_DUPLICATE), &result);
 	if (ret != SIEVE_EXEC_OK)
 		return ret;
-	memcpy(hash_r, result.fingerprint, RATELIMIT_MESSAGE_HASH_SIZE);
+	ratelimit_key_message_hash(loopguard_runtime_message_id(renv),
+				   result.fingerprint,
+				   sizeof(result.fingerprint), hash_r,
+				   RATELIMIT_MESSAGE_HASH_SIZE);
 	return SIEVE_EXEC_OK;
 }
 
@@ -362,6 +384,16 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 	int ret;
 
 	i_zero(result_r);
+	if (now < 0) {
+		/* Every time in the store would be in the future: counting
+		   against it could make the test true for everyone. */
+		e_warning(renv->event, "ratelimit test: the system clock is "
+			  "before 1970 or failed (time() = %ld), test is "
+			  "false", (long)now);
+		sieve_runtime_warning(renv, NULL, "ratelimit test: no valid "
+				      "time, test is false");
+		return SIEVE_EXEC_OK;
+	}
 	if ((ret = tst_ratelimit_message_hash(renv, message_hash)) !=
 	    SIEVE_EXEC_OK)
 		return ret;
@@ -498,9 +530,11 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 	sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS, "ratelimit test");
 	sieve_runtime_trace_descend(renv);
 
-	if (args.count == 0) {
+	/* A window of 0 seconds cannot be compiled any more; a binary that
+	   has one is treated as :count 0 was always documented. */
+	if (args.count == 0 || args.seconds == 0) {
 		sieve_runtime_trace(renv, SIEVE_TRLVL_TESTS,
-				    ":count 0 turns the test off");
+				    ":count 0 or :seconds 0: the test is off");
 		sieve_interpreter_set_test_result(renv->interp, FALSE);
 		return SIEVE_EXEC_OK;
 	}
@@ -527,6 +561,10 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 			key = ratelimit_key_with_thread(key, thread_id);
 	}
 	handle = args.handle == NULL ? "" : str_c(args.handle);
+	/* Keys and handles come from messages: they are stored and shown
+	   only sanitized and short. */
+	key = loopguard_text_stored_name(key);
+	handle = loopguard_text_stored_name(handle);
 
 	i_zero(&params);
 	params.count = loopguard_tag_clamp(args.count, ctx->set.max_count);

@@ -8,6 +8,7 @@
 
 #include "loopguard-db.h"
 #include "ratelimit-window.h"
+#include "loopguard-text.h"
 #include "doveadm-loopguard.h"
 
 #include <time.h>
@@ -68,8 +69,8 @@ cmd_loopguard_list_record(const struct loopguard_db_record *record,
 
 static void cmd_loopguard_list_print(const struct loopguard_list_row *row)
 {
-	doveadm_print(row->handle);
-	doveadm_print(row->key);
+	doveadm_print(doveadm_loopguard_text(row->handle));
+	doveadm_print(doveadm_loopguard_text(row->key));
 	doveadm_print_num(row->state.count_in_window);
 	doveadm_print_num(row->state.count);
 	doveadm_print_num(row->state.period);
@@ -118,8 +119,11 @@ DOVEADM_LOOPGUARD_INIT(cmd_loopguard_list_init)
 		container_of(_ctx, struct loopguard_list_cmd_context, ctx);
 	const char *handle;
 
-	if (doveadm_cmd_param_str(_ctx->cctx, "handle", &handle))
-		ctx->handle = p_strdup(_ctx->pool, handle);
+	if (doveadm_cmd_param_str(_ctx->cctx, "handle", &handle)) {
+		/* as stored (loopguard_text_stored_name()) */
+		ctx->handle = p_strdup(_ctx->pool,
+				       loopguard_text_stored_name(handle));
+	}
 
 	doveadm_print_header_simple("handle");
 	doveadm_print_header_simple("key");

@@ -75,11 +75,11 @@ cmd_loopguard_log_event(const struct loopguard_db_event *event,
 static void cmd_loopguard_log_print(const struct loopguard_db_event *event)
 {
 	doveadm_print(doveadm_loopguard_time(event->time));
-	doveadm_print(event->test);
-	doveadm_print(event->handle);
-	doveadm_print(event->key);
-	doveadm_print(event->reasons);
-	doveadm_print(event->message_id);
+	doveadm_print(doveadm_loopguard_text(event->test));
+	doveadm_print(doveadm_loopguard_text(event->handle));
+	doveadm_print(doveadm_loopguard_text(event->key));
+	doveadm_print(doveadm_loopguard_text(event->reasons));
+	doveadm_print(doveadm_loopguard_text(event->message_id));
 	doveadm_print_num(event->count);
 	doveadm_print_num(event->window);
 	doveadm_print(doveadm_loopguard_time(event->locked_until));

@@ -8,6 +8,8 @@
 #include "loopguard-settings.h"
 #include "loopguard-db.h"
 #include "loopguard-path.h"
+#include "loopguard-text.h"
+#include "ratelimit-window.h"
 #include "doveadm-loopguard.h"
 
 #include <sys/stat.h>
@@ -69,6 +71,7 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	set.max_size = lg_set.db_max_size;
 	set.sync = lg_set.sync;
 	set.log_size = lg_set.log_size;
+	set.record_expires = ratelimit_window_record_expires;
 	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,
 				       &error) < 0) {
 		e_error(user->event, "loopguard: %s", error);
@@ -129,4 +132,9 @@ void doveadm_loopguard_header_num(const char *key, const char *title)
 	doveadm_print_header(key, title,
 			     DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY |
 			     DOVEADM_PRINT_HEADER_FLAG_NUMBER);
+}
+
+const char *doveadm_loopguard_text(const char *str)
+{
+	return loopguard_text_sanitize(str, LOOPGUARD_TEXT_MAX);
 }

@@ -6,6 +6,7 @@
 #include "mail-user.h"
 
 #include "loopguard-db.h"
+#include "loopguard-text.h"
 #include "doveadm-loopguard.h"
 
 #include <time.h>
@@ -15,6 +16,9 @@ struct loopguard_unblock_cmd_context {
 	/* NULL unblocks the key under every handle */
 	const char *handle;
 	const char *key;
+	/* the name key is stored under (see loopguard_text_stored_name()):
+	   the key as list shows it, or as the message had it, both work */
+	const char *stored_key;
 
 	/* per user: the handles the key is stored under */
 	pool_t handles_pool;
@@ -29,7 +33,7 @@ cmd_loopguard_unblock_record(const struct loopguard_db_record *record,
 	const char *handle;
 
 	if (record->kind == LOOPGUARD_DB_KIND_RATE &&
-	    strcmp(record->key, ctx->key) == 0) {
+	    strcmp(record->key, ctx->stored_key) == 0) {
 		handle = p_strdup(ctx->handles_pool, record->handle);
 		array_push_back(&ctx->handles, &handle);
 	}
@@ -56,7 +60,7 @@ cmd_loopguard_unblock_delete(struct loopguard_unblock_cmd_context *ctx,
 
 	array_foreach_elem(&ctx->handles, handle) {
 		ret = loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, handle,
-					  ctx->key, error_r);
+					  ctx->stored_key, error_r);
 		if (ret < 0)
 			return -1;
 		if (ret > 0)
@@ -126,6 +130,12 @@ DOVEADM_LOOPGUARD_INIT(cmd_loopguard_unblock_init)
 		doveadm_mail_help_name("loopguard unblock");
 	}
 	ctx->key = p_strdup(_ctx->pool, key);
+	ctx->stored_key = p_strdup(_ctx->pool,
+				   loopguard_text_stored_name(ctx->key));
+	if (ctx->handle != NULL) {
+		ctx->handle = p_strdup(_ctx->pool,
+			loopguard_text_stored_name(ctx->handle));
+	}
 }
 
 static struct doveadm_mail_cmd_context *cmd_loopguard_unblock_alloc(void)

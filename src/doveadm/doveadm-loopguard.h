@@ -29,6 +29,12 @@ void doveadm_loopguard_failed(struct doveadm_mail_cmd_context *ctx,
    "2024-05-01T13:45:00+02:00"; "-" for 0 (never, not locked). */
 const char *doveadm_loopguard_time(time_t t);
 
+/* A stored string as it may be printed by any formatter: control
+   characters (newlines and tabs too) replaced, at most
+   LOOPGUARD_TEXT_MAX bytes. Stores written before values were sanitized
+   on the way in may hold anything. */
+const char *doveadm_loopguard_text(const char *str);
+
 /* Registers a column holding a number (JSON prints it unquoted). */
 void doveadm_loopguard_header_num(const char *key, const char *title);
 

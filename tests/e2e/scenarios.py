@@ -17,8 +17,10 @@ control without loopguard that shows the examples make the difference.
 """
 
 import argparse
+import base64
 import datetime
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -803,6 +805,116 @@ def s_doveadm_concurrent(ctx):
           "list afterwards: expected count 101, got %r" % rows)
     ctx.facts.update(list_during=during, seen=seen,
                      delivery_seconds=t_end - t_start)
+
+
+HOSTILE = ("evil\nforged\trow\r\x1b]0;pwned\x07\x1b[2J\"q\" 'q' \x7f\u009b1m"
+           + "K" * 3000)
+
+
+def encoded_words(text):
+    """text as RFC 2047 encoded words (45 bytes each), folded."""
+    raw = text.encode()
+    return "\r\n ".join("=?utf-8?b?%s?=" % base64.b64encode(
+        raw[i:i + 45]).decode() for i in range(0, len(raw), 45))
+
+
+def old_log_entry(path, key):
+    """Appends a log entry with raw control bytes and 5,000-byte values, as
+    a store written before values were sanitized may hold, with mdb_load."""
+    def esc(b):
+        return b.replace(b"\x01", b"\x011").replace(b"\t", b"\x01t") \
+                .replace(b"\n", b"\x01n").replace(b"\r", b"\x01r")
+    fields = [b"%d" % int(time.time()), b"ratelimit", esc(key), esc(key),
+              b"", esc(b"<" + b"\x1b[2J\n\t\"" * 1250 + b"@old>"), b"2",
+              b"300", b"0"]
+    value = b"\x01" + b"\t".join(fields)
+    hexed = lambda b: "".join("\\%02x" % c for c in b)
+    text = "%s\n%s\n" % (hexed(b"\x7f" + b"\0" * 7), hexed(value))
+    p = subprocess.run(["mdb_load", "-T", "-n", "-s", "log", path],
+                       input=text.encode(), capture_output=True)
+    check(p.returncode == 0, "mdb_load: %s" % p.stderr.decode().strip())
+
+
+def check_safe_text(what, text, rows, fields, sep):
+    """Plain-text formatter output: rows lines (header included), each
+    with fields columns when sep is given, no control byte but the line
+    ends (and sep), no overlong line."""
+    lines = text.rstrip("\n").split("\n")
+    check(len(lines) == rows, "%s: %d lines, expected %d (forged rows?): "
+          "%r" % (what, len(lines), rows, [l[:80] for l in lines]))
+    for line in lines:
+        bad = [c for c in line if (ord(c) < 0x20 and c != sep) or
+               0x7f <= ord(c) <= 0x9f]
+        check(not bad, "%s: control characters %r in %r"
+              % (what, bad[:5], line[:120]))
+        check(len(line.encode()) <= fields * 230,
+              "%s: a line of %d bytes" % (what, len(line.encode())))
+        if sep is not None:
+            check(len(line.split(sep)) == fields, "%s: %d columns, "
+                  "expected %d: %r" % (what, len(line.split(sep)),
+                                       fields, line[:120]))
+
+
+@scenario("doveadm-hostile")
+def s_doveadm_hostile(ctx):
+    """14. doveadm prints sender-controlled text safely.
+
+    scripts/hostile-key.sieve takes the key and the handle from the decoded
+    Subject; two messages whose Subject decodes to newlines, tabs, ESC
+    sequences, DEL, a C1 CSI, quotes and 3,000 bytes, with a 5,000-byte
+    Message-ID: the second fires.  Stored: the key and handle of the
+    record and the log entry are at most 200 bytes, without control
+    characters.  A log entry as an older store may hold (raw newlines,
+    tabs, ESC, 5,000 bytes) is added with mdb_load.  Then for `list` and
+    `log` with -f tab, flow, table and json: exactly one line per row (no
+    forged rows), no control character, no value over 200 bytes, and
+    JSON that parses."""
+    u = ctx.user("user", test_script("hostile-key.sieve"))
+    msgid = "<" + "m" * 5000 + ".\"q\".\x1b[2J@hostile.test>"
+    msgs = [Message("hostile@remote.test", u.address,
+                    encoded_words(HOSTILE), msgid=msgid,
+                    body="Hostile %d.\n" % i) for i in range(2)]
+    all_250([u.deliver(m) for m in msgs], "hostile")
+    check(len(u.stored()) == 1, "expected 1 stored message, got %d"
+          % len(u.stored()))
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 1, "expected 1 'ratelimit fired', got %d"
+          % len(fired))
+
+    rows, _ = lg(ctx, "list", u)
+    events, _ = lg(ctx, "log", u)
+    check(len(rows) == 1 and len(events) == 1,
+          "list/log: %d rows, %d events" % (len(rows), len(events)))
+    for v in [rows[0]["key"], rows[0]["handle"], events[0]["key"],
+              events[0]["handle"], events[0]["message-id"]]:
+        check(len(v.encode()) <= 200, "a stored value of %d bytes"
+              % len(v.encode()))
+        check(not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in v),
+              "control characters stored: %r" % v[:80])
+
+    old_log_entry(os.path.join(u.home, ".dovecot.loopguard"),
+                  b"old\nforged\trow\x1b]0;pwned\x07" + b"O" * 5000)
+    for command, nrows, fields in (("list", 1, 8), ("log", 2, 9)):
+        for fmt in ("tab", "flow", "table"):
+            rc, out, err = ctx.dc.loopguard(command, u, fmt=fmt)
+            what = "doveadm -f %s loopguard %s" % (fmt, command)
+            check(rc == 0 and not BAD_LOG_RE.search(err),
+                  "%s: exit %d, stderr %s" % (what, rc, err.strip()))
+            headers = 0 if fmt == "flow" else 1
+            check_safe_text(what, out, nrows + headers, fields,
+                            "\t" if fmt == "tab" else None)
+        data, _ = lg(ctx, command, u)
+        check(len(data) == nrows, "-f json loopguard %s: %d rows"
+              % (command, len(data)))
+        for row in data:
+            for k, v in row.items():
+                if not isinstance(v, str):
+                    continue
+                check(len(v.encode()) <= 200, "-f json loopguard %s: %s "
+                      "of %d bytes" % (command, k, len(v.encode())))
+                check(not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f
+                              for c in v), "-f json loopguard %s: control "
+                      "characters in %s: %r" % (command, k, v[:80]))
 
 
 @scenario("doveadm-all")

@@ -90,6 +90,21 @@ lg_check "and no setting is refused" 0 \
 	"$(printf '%s\n' "$LG_OUT" | grep -c 'sieve_loopguard_')"
 lg_deliver defaults.sieve m4 "$(lg_at 125)" -f s@example.com
 lg_check "the period is 2 minutes" "Under" "$(lg_outcome)"
+# A period of 0 would turn every ratelimit without :seconds off.
+rm -rf "$LG_DIR/state"/*
+if lg_dovecot_24; then
+	warns "ratelimit_period 0 is refused" \
+		"sieve_loopguard_ratelimit_period = 0" ""
+else
+	lg_config "  sieve_loopguard_ratelimit_count = 2
+  sieve_loopguard_ratelimit_period = 0"
+	lg_check "ratelimit_period 0 does not turn the test off" "Over" \
+		"$(run_n 3)"
+	lg_deliver defaults.sieve m4 "$(lg_at 4)" -f s@example.com
+	lg_check_match "and a warning says the default is used" \
+		"[Ww]arning: .*sieve_loopguard_ratelimit_period: 0 would turn ratelimit off" \
+		"$LG_OUT"
+fi
 warns "an invalid boolean warns" "sieve_loopguard_sync = maybe" \
 	"sieve_loopguard_sync: invalid value 'maybe'"
 warns "an invalid on_error warns" "sieve_loopguard_on_error = sometimes" \

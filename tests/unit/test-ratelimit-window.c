@@ -5,6 +5,7 @@
 #include "byteorder.h"
 #include "test-common.h"
 
+#include "loopguard-db.h"
 #include "ratelimit-window.h"
 #include "ratelimit-key.h"
 
@@ -178,6 +179,28 @@ static void test_window_once_per_message(void)
 	test_end();
 }
 
+static void test_window_counted_while_locked(void)
+{
+	struct ratelimit_params params = { .count = 2, .period = 100,
+					   .lock = 900 };
+	struct ratelimit_result result;
+	struct window w;
+
+	test_begin("window: while locked, a message counted before is over");
+	window_init(&w);
+	test_assert(!window_eval(&w, &params, 10, 1, TRUE).exceeded);
+	test_assert(!window_eval(&w, &params, 11, 2, TRUE).exceeded);
+	test_assert(window_eval(&w, &params, 12, 3, TRUE).exceeded);
+	/* message 1 passed before the lock; again now, it is over */
+	result = window_eval(&w, &params, 13, 1, TRUE);
+	test_assert(result.already_counted && result.exceeded);
+	test_assert(result.locked_until == 912);
+	/* also with :noupdate */
+	test_assert(window_eval(&w, &params, 14, 2, FALSE).exceeded);
+	window_deinit(&w);
+	test_end();
+}
+
 static void test_window_bounded(void)
 {
 	struct ratelimit_params params = { .count = 5, .period = 1000 };
@@ -300,13 +323,123 @@ static void test_window_absurd_times(void)
 		test_assert_idx(!ratelimit_window_decode(payload->data,
 				payload->used, 1000, &state), i);
 	}
-	/* the longest possible lock is still believed */
+	/* the longest lock that can be stored is readable, but a lock
+	   longer than the record's own :lock (0 here) is stale */
 	buffer_set_used_size(payload, 0);
 	payload_build(payload, 1000 + (uint64_t)UINT_MAX, 995);
 	(void)ratelimit_window_apply(payload->data, payload->used, &params,
 				     1000, hash, FALSE, NULL, &expires,
 				     &result);
-	test_assert(!result.payload_ignored && result.exceeded);
+	test_assert(!result.payload_ignored && result.exceeded &&
+		    result.locked_until == 0);
+	test_end();
+}
+
+/* What the store makes of the record: its effective expiry at now. */
+static time_t window_record_expires(const struct window *w, time_t now)
+{
+	struct loopguard_db_record record;
+
+	i_zero(&record);
+	record.kind = LOOPGUARD_DB_KIND_RATE;
+	record.expires = w->expires;
+	record.payload = w->payload->data;
+	record.payload_size = w->payload->used;
+	return I_MIN(record.expires,
+		     ratelimit_window_record_expires(&record, now));
+}
+
+#define TEN_YEARS ((time_t)10 * 365 * 24 * 60 * 60)
+
+static void test_window_clock_jump(void)
+{
+	struct ratelimit_params params = { .count = 3, .period = 60,
+					   .lock = 900 };
+	const time_t now = 1700000000, ahead = now + TEN_YEARS;
+	struct ratelimit_result result;
+	struct ratelimit_state state;
+	struct window w;
+	unsigned int i;
+
+	test_begin("window: a clock that was years ahead leaves nothing");
+	window_init(&w);
+	for (i = 0; i < 4; i++)
+		result = window_eval(&w, &params, ahead + i, i, TRUE);
+	test_assert(result.exceeded && result.locked_until == ahead + 903);
+	test_assert(w.expires == ahead + 903);
+	/* the clock is corrected: the lock and the stamps are stale */
+	test_assert(window_record_expires(&w, now) <= now);
+	test_assert(ratelimit_window_decode(w.payload->data, w.payload->used,
+					    now, &state));
+	test_assert(state.locked_until == 0 && state.count_in_window == 0);
+	/* even when the store hands the record over: counted afresh */
+	w.expires = ahead + 903;
+	result = window_eval(&w, &params, now, 10, TRUE);
+	test_assert(!result.exceeded && result.locked_until == 0 &&
+		    result.count_in_window == 1 && !result.payload_ignored);
+	/* and what is written lives by the rules from now on */
+	test_assert(w.expires == now + 60);
+	test_assert(window_record_expires(&w, now + 61) <= now + 61);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_clock_small_jump(void)
+{
+	struct ratelimit_params params = { .count = 1, .period = 60,
+					   .lock = 900 };
+	const time_t now = 1700000000;
+	struct ratelimit_result result;
+	struct window w;
+
+	test_begin("window: a clock a little ahead is believed, clamped");
+	window_init(&w);
+	/* written by a clock 200 s ahead: within the tolerance */
+	(void)window_eval(&w, &params, now + 200, 1, TRUE);
+	result = window_eval(&w, &params, now + 201, 2, TRUE);
+	test_assert(result.exceeded && result.locked_until == now + 1101);
+	/* back at the right time: still locked, but at most :lock from
+	   now, and the stamps of the future count as now */
+	w.expires = now + 1101;
+	result = window_eval(&w, &params, now, 3, TRUE);
+	test_assert(result.exceeded && result.locked_until == now + 900);
+	test_assert(result.count_in_window == 2);
+	test_assert(w.expires == now + 900);
+	/* a shorter :lock in the script shortens the lock */
+	params.lock = 60;
+	result = window_eval(&w, &params, now + 1, 4, FALSE);
+	test_assert(result.exceeded && result.locked_until == now + 61);
+	window_deinit(&w);
+
+	/* a lock longer than the record's own :lock + tolerance is stale */
+	params.lock = 900;
+	window_init(&w);
+	(void)window_eval(&w, &params, now + 400, 1, TRUE);
+	(void)window_eval(&w, &params, now + 401, 2, TRUE);
+	result = window_eval(&w, &params, now, 3, FALSE);
+	test_assert(!result.exceeded && result.locked_until == 0);
+	test_assert(window_record_expires(&w, now) <= now);
+	window_deinit(&w);
+	test_end();
+}
+
+static void test_window_clock_invalid(void)
+{
+	struct ratelimit_params params = { .count = 1, .period = 60 };
+	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	struct ratelimit_result result;
+	buffer_t *payload = t_buffer_create(64);
+	time_t expires;
+
+	test_begin("window: a clock before 1970 or failed counts nothing");
+	message_hash(1, hash);
+	test_assert(!ratelimit_window_apply(NULL, 0, &params, -1, hash, TRUE,
+					    payload, &expires, &result));
+	test_assert(!result.exceeded && payload->used == 0);
+	test_assert(!ratelimit_window_apply(NULL, 0, &params, -86400, hash,
+					    TRUE, payload, &expires,
+					    &result));
+	test_assert(!result.exceeded);
 	test_end();
 }
 
@@ -358,6 +491,28 @@ static void test_key_thread(void)
 	test_end();
 }
 
+static void test_key_message_hash(void)
+{
+	unsigned char fp1[32], fp2[32];
+	unsigned char h1[8], h2[8], h3[8];
+
+	test_begin("key: a message is the same only with the same content");
+	memset(fp1, 1, sizeof(fp1));
+	memset(fp2, 2, sizeof(fp2));
+	ratelimit_key_message_hash("<a@x>", fp1, sizeof(fp1), h1, sizeof(h1));
+	ratelimit_key_message_hash("<a@x>", fp1, sizeof(fp1), h2, sizeof(h2));
+	test_assert(memcmp(h1, h2, sizeof(h1)) == 0);
+	/* one Message-ID, other content: another message */
+	ratelimit_key_message_hash("<a@x>", fp2, sizeof(fp2), h2, sizeof(h2));
+	test_assert(memcmp(h1, h2, sizeof(h1)) != 0);
+	/* the same content under another Message-ID, or none */
+	ratelimit_key_message_hash("<b@x>", fp1, sizeof(fp1), h3, sizeof(h3));
+	test_assert(memcmp(h1, h3, sizeof(h1)) != 0);
+	ratelimit_key_message_hash("", fp1, sizeof(fp1), h3, sizeof(h3));
+	test_assert(memcmp(h1, h3, sizeof(h1)) != 0);
+	test_end();
+}
+
 static void test_key_subject(void)
 {
 	test_begin("key: subject prefixes");
@@ -384,13 +539,18 @@ int main(void)
 		test_window_lock,
 		test_window_noupdate,
 		test_window_once_per_message,
+		test_window_counted_while_locked,
 		test_window_bounded,
 		test_window_decode_invalid,
 		test_window_absurd_times,
 		test_window_count_max,
+		test_window_clock_jump,
+		test_window_clock_small_jump,
+		test_window_clock_invalid,
 		test_key_default,
 		test_key_thread,
 		test_key_subject,
+		test_key_message_hash,
 		NULL
 	};
 	return test_run(test_functions);
