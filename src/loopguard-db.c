@@ -11,6 +11,7 @@
 #include "fd-util.h"
 #include "str-sanitize.h"
 #include "loopguard-db.h"
+#include "loopguard-db-verify.h"
 
 #include <stdio.h>
 #include <time.h>
@@ -92,6 +93,10 @@ struct loopguard_db_env {
 	dev_t dev;
 	ino_t ino;
 	uoff_t max_size;
+	/* The data file as last verified or written by this process: an
+	   idle environment is verified again when it has changed since. */
+	struct timespec known_mtime;
+	uoff_t known_size;
 };
 
 /* Larger than the lock table LMDB sizes for its default 126 readers. */
@@ -122,6 +127,7 @@ static struct loopguard_db_env *loopguard_db_inherited_envs = NULL;
 static int
 loopguard_db_purge_expired(struct loopguard_db *db, time_t now,
 			   unsigned int *purged_r, const char **func_r);
+static void loopguard_db_env_note_file(struct loopguard_db_env *env);
 
 static size_t loopguard_db_page_size(void)
 {
@@ -505,8 +511,10 @@ loopguard_db_write(struct loopguard_db *db, time_t now, bool deletes_only,
 	}
 	if (reserved)
 		loopguard_db_reserve_release(db->env);
-	if (rc == 0)
+	if (rc == 0) {
+		loopguard_db_env_note_file(db->env);
 		return 0;
+	}
 	if (rc == MDB_MAP_FULL) {
 		MDB_envinfo info;
 		bool at_limit;
@@ -859,38 +867,69 @@ loopguard_db_reap(struct loopguard_db_env *env, MDB_txn *txn,
  * Open and close
  */
 
-/* A data file shorter than its own meta page claims (truncated, or a
-   partial copy) would SIGBUS on first access through the map, so this runs
-   before anything reads a data page. */
-static int
-loopguard_db_env_check_size(MDB_env *mdb, const char *path,
-			    const char **reason_r)
+/* Records the data file as this process last saw it sound. */
+static void loopguard_db_env_note_file(struct loopguard_db_env *env)
 {
-	MDB_envinfo info;
-	MDB_stat stat;
 	struct stat st;
-	int fd, rc;
+	int fd;
 
-	if ((rc = mdb_env_get_fd(mdb, &fd)) != 0 ||
-	    (rc = mdb_env_info(mdb, &info)) != 0 ||
-	    (rc = mdb_env_stat(mdb, &stat)) != 0) {
-		*reason_r = loopguard_db_mdb_error(path, "mdb_env_info", rc);
+	if (mdb_env_get_fd(env->env, &fd) == 0 && fstat(fd, &st) == 0) {
+		env->known_mtime = st.st_mtim;
+		env->known_size = st.st_size;
+	}
+}
+
+/* Whether something else than this process wrote to the data file since
+   it last verified or wrote it: another delivery, or damage. */
+static bool loopguard_db_env_file_changed(struct loopguard_db_env *env)
+{
+	struct stat st;
+	int fd;
+
+	if (mdb_env_get_fd(env->env, &fd) != 0 || fstat(fd, &st) < 0)
+		return TRUE;
+	return st.st_mtim.tv_sec != env->known_mtime.tv_sec ||
+		st.st_mtim.tv_nsec != env->known_mtime.tv_nsec ||
+		(uoff_t)st.st_size != env->known_size;
+}
+
+/* Checks every page LMDB can reach before LMDB reads it through the map
+   (see loopguard-db-verify.h): a damaged page would crash the process,
+   not fail a call. A damaged file is moved aside like a garbage file.
+   Returns 0, or -1 (with the environment shut when the file is damaged). */
+static int
+loopguard_db_env_verify(struct loopguard_db_env *env, const char **error_r)
+{
+	const char *reason;
+	MDB_txn *txn;
+	int fd, rc, ret;
+
+	/* the read transaction keeps writers off the pages being read */
+	if ((rc = loopguard_db_txn_begin(env, FALSE, &txn)) != 0) {
+		*error_r = loopguard_db_failed(env, "mdb_txn_begin", rc);
 		return -1;
 	}
-	if (fstat(fd, &st) < 0) {
-		*reason_r = t_strdup_printf("loopguard db %s: fstat() failed: %m",
-					    path);
+	if ((rc = mdb_env_get_fd(env->env, &fd)) != 0) {
+		mdb_txn_abort(txn);
+		*error_r = loopguard_db_mdb_error(env->path,
+						  "mdb_env_get_fd", rc);
 		return -1;
 	}
-	if ((uoff_t)st.st_size / stat.ms_psize < info.me_last_pgno + 1) {
-		*reason_r = t_strdup_printf(
-			"file is truncated (%"PRIuUOFF_T" bytes, its meta page "
-			"says %zu pages of %u bytes)", (uoff_t)st.st_size,
-			info.me_last_pgno + 1, stat.ms_psize);
+	ret = loopguard_db_verify(fd, loopguard_db_page_size(), &reason);
+	mdb_txn_abort(txn);
+	if (ret > 0) {
+		loopguard_db_env_note_file(env);
 		return 0;
 	}
-	*reason_r = NULL;
-	return 0;
+	if (ret < 0) {
+		*error_r = t_strdup_printf("loopguard db %s: %s",
+					   env->path, reason);
+		return -1;
+	}
+	loopguard_db_env_shut(env);
+	*error_r = loopguard_db_move_aside(env->path, &env->lock_fd,
+		t_strdup_printf("the store is %s", reason));
+	return -1;
 }
 
 static int
@@ -984,7 +1023,7 @@ loopguard_db_env_open_mdb(const struct loopguard_db_settings *set,
 			  const char **error_r)
 {
 	unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS;
-	const char *func, *reason;
+	const char *func;
 	MDB_env *mdb;
 	int rc, ret;
 
@@ -1029,17 +1068,6 @@ loopguard_db_env_open_mdb(const struct loopguard_db_settings *set,
 		mdb_env_close(mdb);
 		i_close_fd(lock_fd);
 		return ret;
-	}
-	if (loopguard_db_env_check_size(mdb, set->path, &reason) < 0) {
-		mdb_env_close(mdb);
-		i_close_fd(lock_fd);
-		*error_r = reason;
-		return -1;
-	}
-	if (reason != NULL) {
-		mdb_env_close(mdb);
-		*error_r = loopguard_db_move_aside(set->path, lock_fd, reason);
-		return -1;
 	}
 	*mdb_r = mdb;
 	return 1;
@@ -1099,7 +1127,8 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 		loopguard_db_env_free(&env);
 		return -1;
 	}
-	if (loopguard_db_env_open_dbis(env, error_r) < 0) {
+	if (loopguard_db_env_verify(env, error_r) < 0 ||
+	    loopguard_db_env_open_dbis(env, error_r) < 0) {
 		loopguard_db_env_free(&env);
 		return -1;
 	}
@@ -1183,6 +1212,13 @@ int loopguard_db_open(const struct loopguard_db_settings *set,
 	    !loopguard_db_env_reusable(env, set)) {
 		loopguard_db_env_free(&env);
 		env = NULL;
+	}
+	if (env != NULL && env->refcount == 0 &&
+	    loopguard_db_env_file_changed(env) &&
+	    loopguard_db_env_verify(env, error_r) < 0) {
+		/* damaged while idle: moved aside, or it could not be read */
+		loopguard_db_env_free(&env);
+		return -1;
 	}
 	if (env == NULL) {
 		if (loopguard_db_env_open(set, &env, error_r) < 0)

@@ -80,8 +80,11 @@ loopguard_db_log_callback_t(const struct loopguard_db_event *event,
 
 /* Opens (creating it 0600 when missing) the environment at set->path. Within
    one process the same path shares one MDB_env; a handle opened before a
-   fork() is never used after it. A data file that LMDB rejects as invalid or
-   that is shorter than its own meta page claims is renamed to
+   fork() is never used after it. Every page LMDB could read is checked
+   first (loopguard-db-verify.h), also when an idle store is reused and
+   its file changed meanwhile. A data file that LMDB rejects as invalid,
+   that is shorter than its own meta page claims, or whose pages are
+   damaged ("the store is damaged: ...") is renamed to
    "<path>.broken" so that the next open starts afresh, and -1 is returned.
    It is renamed only while no process has the store open; until then -1
    is returned, and a later open tries again. The same applies to a file
