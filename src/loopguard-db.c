@@ -18,6 +18,9 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#  include <sys/vfs.h>
+#endif
 #include <lmdb.h>
 
 /* Version 2 widened the handle length from 2 to 4 bytes; version 1 values
@@ -1185,6 +1188,84 @@ void loopguard_db_keep_idle(bool keep)
 	}
 }
 
+/* statfs() f_type values (linux/magic.h, not every one in every version's
+   header) of file systems where LMDB's fcntl() locks, robust mutexes in a
+   shared lock file or a coherent shared map cannot be relied on. */
+static const struct {
+	long type;
+	const char *name;
+} loopguard_db_network_fs[] = {
+	{ 0x6969, "nfs" },
+	{ 0x517B, "smb" },
+	{ 0xFF534D42, "cifs" },
+	{ 0xFE534D42, "smb2" },
+	{ 0x73757245, "coda" },
+	{ 0x5346414F, "afs" },
+	{ 0x6B414653, "afs" },
+	{ 0x01021997, "9p" },
+	{ 0x00C36400, "ceph" },
+	{ 0x0BD00BD0, "lustre" },
+	{ 0x01161970, "gfs2" },
+	{ 0x7461636F, "ocfs2" },
+};
+
+long (*loopguard_db_fs_type_override)(const char *dir) = NULL;
+
+const char *loopguard_db_network_fs_name(long fs_type)
+{
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(loopguard_db_network_fs); i++) {
+		/* f_type is signed on some architectures */
+		if ((uint32_t)loopguard_db_network_fs[i].type ==
+		    (uint32_t)fs_type)
+			return loopguard_db_network_fs[i].name;
+	}
+	return NULL;
+}
+
+/* LMDB does not work on a network file system: its locks and its shared
+   map would not exclude writers on other hosts, and the file would be
+   corrupted. The directory is checked, as the file may not exist yet. */
+static int
+loopguard_db_check_local(const struct loopguard_db_settings *set,
+			 const char **error_r)
+{
+	const char *dir, *p, *fs_name;
+	long fs_type;
+
+	if (set->allow_network_fs)
+		return 0;
+	p = strrchr(set->path, '/');
+	dir = p == set->path ? "/" : t_strdup_until(set->path, p);
+	if (loopguard_db_fs_type_override != NULL)
+		fs_type = loopguard_db_fs_type_override(dir);
+	else {
+#ifdef __linux__
+		struct statfs st;
+
+		if (statfs(dir, &st) < 0) {
+			/* open() reports a missing or unreadable directory
+			   more precisely */
+			return 0;
+		}
+		fs_type = (long)st.f_type;
+#else
+		return 0;
+#endif
+	}
+	fs_name = loopguard_db_network_fs_name(fs_type);
+	if (fs_name == NULL)
+		return 0;
+	*error_r = t_strdup_printf(
+		"loopguard db %s: refusing a store on a network file system "
+		"(%s): LMDB needs a local file system; move it with "
+		"sieve_loopguard_db, or set "
+		"sieve_loopguard_db_allow_network_fs = yes if this file "
+		"system is known to be safe for LMDB", set->path, fs_name);
+	return -1;
+}
+
 int loopguard_db_open(const struct loopguard_db_settings *set,
 		      struct loopguard_db **db_r, const char **error_r)
 {
@@ -1221,7 +1302,8 @@ int loopguard_db_open(const struct loopguard_db_settings *set,
 		return -1;
 	}
 	if (env == NULL) {
-		if (loopguard_db_env_open(set, &env, error_r) < 0)
+		if (loopguard_db_check_local(set, error_r) < 0 ||
+		    loopguard_db_env_open(set, &env, error_r) < 0)
 			return -1;
 		DLLIST_PREPEND(&loopguard_db_envs, env);
 		env->registered = TRUE;

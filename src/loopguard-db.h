@@ -28,6 +28,9 @@ struct loopguard_db_settings {
 	bool sync;
 	/* Events kept in the capped log (0 keeps none). */
 	unsigned int log_size;
+	/* FALSE: a store on a network file system (NFS, SMB/CIFS, AFS, ...)
+	   is refused: LMDB's locks and shared map do not work there. */
+	bool allow_network_fs;
 };
 
 struct loopguard_db_record {
@@ -78,7 +81,9 @@ typedef int
 loopguard_db_log_callback_t(const struct loopguard_db_event *event,
 			    void *context);
 
-/* Opens (creating it 0600 when missing) the environment at set->path. Within
+/* Opens (creating it 0600 when missing) the environment at set->path,
+   unless its directory is on a network file system and
+   set->allow_network_fs is FALSE. Within
    one process the same path shares one MDB_env; a handle opened before a
    fork() is never used after it. Every page LMDB could read is checked
    first (loopguard-db-verify.h), also when an idle store is reused and
@@ -90,6 +95,13 @@ loopguard_db_log_callback_t(const struct loopguard_db_event *event,
    is returned, and a later open tries again. The same applies to a file
    found damaged while in use: every handle of this process on it then
    fails, and has only to be closed. */
+/* Returns the name of a network or cluster file system whose statfs()
+   f_type is fs_type, or NULL for any other. */
+const char *loopguard_db_network_fs_name(long fs_type);
+/* For tests only: when set, replaces the f_type statfs() reports for the
+   store's directory. */
+extern long (*loopguard_db_fs_type_override)(const char *dir);
+
 int loopguard_db_open(const struct loopguard_db_settings *set,
 		      struct loopguard_db **db_r, const char **error_r);
 void loopguard_db_close(struct loopguard_db **_db);

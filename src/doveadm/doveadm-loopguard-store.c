@@ -76,6 +76,7 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&set);
 	set.max_size = lg_set.db_max_size;
 	set.sync = lg_set.sync;
+	set.allow_network_fs = lg_set.db_allow_network_fs;
 	set.log_size = lg_set.log_size;
 	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,
 				       &error) < 0) {

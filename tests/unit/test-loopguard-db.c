@@ -974,6 +974,48 @@ static void test_corrupt_kinds(void)
 	test_end();
 }
 
+static long test_fs_type_nfs(const char *dir ATTR_UNUSED)
+{
+	return 0x6969;
+}
+
+static void test_network_fs(void)
+{
+	struct loopguard_db_settings set = test_settings("network");
+	struct loopguard_db *db;
+	const char *error = NULL;
+
+	test_begin("loopguard db refuses a network file system");
+	test_assert(strcmp(loopguard_db_network_fs_name(0x6969), "nfs") == 0);
+	test_assert(strcmp(loopguard_db_network_fs_name(
+		(long)(int32_t)0xFF534D42), "cifs") == 0);
+	test_assert(strcmp(loopguard_db_network_fs_name(0xFF534D42),
+			   "cifs") == 0);
+	/* ext4, tmpfs, xfs, btrfs */
+	test_assert(loopguard_db_network_fs_name(0xEF53) == NULL);
+	test_assert(loopguard_db_network_fs_name(0x01021994) == NULL);
+	test_assert(loopguard_db_network_fs_name(0x58465342) == NULL);
+	test_assert(loopguard_db_network_fs_name(0x9123683E) == NULL);
+
+	loopguard_db_fs_type_override = test_fs_type_nfs;
+	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.path) &&
+		    strstr(error, "nfs") != NULL &&
+		    strstr(error, "sieve_loopguard_db_allow_network_fs") != NULL);
+	test_assert(!test_path_exists(set.path));
+	/* the administrator knows better */
+	set.allow_network_fs = TRUE;
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	loopguard_db_close(&db);
+	loopguard_db_fs_type_override = NULL;
+
+	/* this test's own directory is local */
+	set.allow_network_fs = FALSE;
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	loopguard_db_close(&db);
+	test_end();
+}
+
 static void test_truncated(void)
 {
 	struct loopguard_db_settings set = test_settings("truncated");
@@ -1582,6 +1624,7 @@ int main(void)
 		test_corrupt_held,
 		test_corrupt_runtime,
 		test_corrupt_kinds,
+		test_network_fs,
 		test_truncated,
 		test_unwritable,
 		test_long_key,
