@@ -54,6 +54,8 @@
 
 /* Records examined per update by the incremental sweep. */
 #define LOOPGUARD_DB_SWEEP_COUNT 16
+/* Records examined for expired ones when the map is full. */
+#define LOOPGUARD_DB_ROOM_SCAN_COUNT 1024
 /* Records examined / deleted per transaction by a full purge. */
 #define LOOPGUARD_DB_PURGE_SCAN_COUNT 1024
 #define LOOPGUARD_DB_PURGE_DELETE_COUNT 256
@@ -100,6 +102,8 @@ struct loopguard_db_env {
 	   idle environment is verified again when it has changed since. */
 	struct timespec known_mtime;
 	uoff_t known_size;
+	/* where the next search for room in a full map goes on */
+	buffer_t *room_position;
 };
 
 /* Larger than the lock table LMDB sizes for its default 126 readers. */
@@ -198,6 +202,7 @@ static void loopguard_db_env_free(struct loopguard_db_env **_env)
 	if (env->env != NULL)
 		mdb_env_close(env->env);
 	i_close_fd(&env->lock_fd);
+	buffer_free(&env->room_position);
 	i_free(env->path);
 	i_free(env);
 }
@@ -463,23 +468,9 @@ static void loopguard_db_reserve_release(struct loopguard_db_env *env)
 	(void)mdb_env_set_mapsize(env->env, env->soft_map_size);
 }
 
-/* After MDB_MAP_FULL: frees what has expired, then grows the map. Returns
-   0 when the retry has a chance, MDB_MAP_FULL when it has none, or another
-   MDB error. */
 static int
 loopguard_db_make_room(struct loopguard_db *db, time_t now,
-		       const char **func_r)
-{
-	unsigned int purged;
-	bool grew;
-	int rc;
-
-	rc = loopguard_db_purge_expired(db, now, &purged, func_r);
-	if (rc != 0 && rc != MDB_MAP_FULL)
-		return rc;
-	grew = loopguard_db_grow(db->env);
-	return purged > 0 || grew ? 0 : MDB_MAP_FULL;
-}
+		       const char **func_r);
 
 /* A write transaction with the map handling: MDB_MAP_RESIZED adopts the
    new size, MDB_MAP_FULL purges, grows and retries once. A func that only
@@ -866,6 +857,65 @@ loopguard_db_reap(struct loopguard_db_env *env, MDB_txn *txn,
 					   func_r);
 }
 
+static int
+loopguard_db_room_txn(struct loopguard_db *db, MDB_txn *txn, void *context,
+		      const char **func_r)
+{
+	return loopguard_db_reap(db->env, txn, context, func_r);
+}
+
+/* After MDB_MAP_FULL: frees what has expired among a bounded number of
+   records, continuing where the last sweep stopped, then grows the map.
+   A full pass over a full store would cost every delivery a scan of all
+   its records under the write lock; bounded, successive deliveries cover
+   the store between them. Returns 0 when the retry has a chance,
+   MDB_MAP_FULL when it has none, or another MDB error. */
+static int
+loopguard_db_make_room(struct loopguard_db *db, time_t now,
+		       const char **func_r)
+{
+	struct loopguard_db_reap reap;
+	bool grew, reserved = FALSE;
+	int rc;
+
+	i_zero(&reap);
+	reap.now = now;
+	reap.max_scan = LOOPGUARD_DB_ROOM_SCAN_COUNT;
+	reap.max_deletes = LOOPGUARD_DB_PURGE_DELETE_COUNT;
+	/* The position is kept in memory: storing it would take pages of
+	   the full map even when nothing was deleted. */
+	reap.start = db->env->room_position;
+	reap.next_key = t_buffer_create(64);
+	reap.dead = t_buffer_create(1024);
+	for (;;) {
+		rc = loopguard_db_write_once(db, loopguard_db_room_txn, &reap,
+					     func_r);
+		if (rc != MDB_MAP_FULL)
+			break;
+		/* deleting needs fresh pages too: fewer at a time, in the
+		   reserve */
+		if (!reserved && loopguard_db_reserve_use(db->env))
+			reserved = TRUE;
+		else if (reap.max_deletes > 1)
+			reap.max_deletes /= 2;
+		else
+			break;
+	}
+	if (reserved)
+		loopguard_db_reserve_release(db->env);
+	if (rc != 0 && rc != MDB_MAP_FULL)
+		return rc;
+	if (rc == 0) {
+		buffer_set_used_size(db->env->room_position, 0);
+		buffer_append_buf(db->env->room_position, reap.next_key,
+				  0, SIZE_MAX);
+		loopguard_db_unreadable_log(db->env, &reap.unreadable,
+					    "dropped");
+	}
+	grew = loopguard_db_grow(db->env);
+	return (rc == 0 && reap.deleted > 0) || grew ? 0 : MDB_MAP_FULL;
+}
+
 /*
  * Open and close
  */
@@ -1119,6 +1169,7 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 		env->ino = st.st_ino;
 	}
 	env->max_key_size = mdb_env_get_maxkeysize(mdb);
+	env->room_position = buffer_create_dynamic(default_pool, 64);
 	env->soft_map_size = sizes.soft;
 	env->hard_map_size = sizes.hard;
 

@@ -107,8 +107,8 @@ int loopguard_db_open(const struct loopguard_db_settings *set,
 void loopguard_db_close(struct loopguard_db **_db);
 
 /* Read-modify-write of one record in one write transaction. Also purges a
-   bounded number of expired records. MDB_MAP_FULL: purge, grow (up to
-   max_size) and retry once. Handles and keys of any length work. Returns
+   bounded number of expired records. MDB_MAP_FULL: purge expired records
+   among a bounded number, grow (up to max_size) and retry once. Handles and keys of any length work. Returns
    0 on success, LOOPGUARD_DB_FULL when max_size is reached with nothing
    expired, -1 on other errors. */
 int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
