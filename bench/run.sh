@@ -10,6 +10,8 @@ make -s -C "$builddir/bench" benchmarks
 "$builddir/bench/bench-looptest"
 echo
 "$builddir/bench/bench-ratelimit" "$statedir"
+echo
+"$builddir/bench/bench-full-store" "$statedir"
 # Real-Dovecot delivery benchmarks: need root (exit 77, SKIP, otherwise)
 rc=0
 for b in bench-delivery-overhead bench-vs-duplicate; do

@@ -11,12 +11,16 @@
 #include "fd-util.h"
 #include "str-sanitize.h"
 #include "loopguard-db.h"
+#include "loopguard-db-verify.h"
 
 #include <stdio.h>
 #include <time.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#  include <sys/vfs.h>
+#endif
 #include <lmdb.h>
 
 /* Version 2 widened the handle length from 2 to 4 bytes; version 1 values
@@ -50,6 +54,8 @@
 
 /* Records examined per update by the incremental sweep. */
 #define LOOPGUARD_DB_SWEEP_COUNT 16
+/* Records examined for expired ones when the map is full. */
+#define LOOPGUARD_DB_ROOM_SCAN_COUNT 1024
 /* Records examined / deleted per transaction by a full purge. */
 #define LOOPGUARD_DB_PURGE_SCAN_COUNT 1024
 #define LOOPGUARD_DB_PURGE_DELETE_COUNT 256
@@ -93,6 +99,12 @@ struct loopguard_db_env {
 	ino_t ino;
 	uoff_t max_size;
 	loopguard_db_expires_func_t *record_expires;
+	/* The data file as last verified or written by this process: an
+	   idle environment is verified again when it has changed since. */
+	struct timespec known_mtime;
+	uoff_t known_size;
+	/* where the next search for room in a full map goes on */
+	buffer_t *room_position;
 };
 
 /* Larger than the lock table LMDB sizes for its default 126 readers. */
@@ -123,6 +135,7 @@ static struct loopguard_db_env *loopguard_db_inherited_envs = NULL;
 static int
 loopguard_db_purge_expired(struct loopguard_db *db, time_t now,
 			   unsigned int *purged_r, const char **func_r);
+static void loopguard_db_env_note_file(struct loopguard_db_env *env);
 
 static size_t loopguard_db_page_size(void)
 {
@@ -190,6 +203,7 @@ static void loopguard_db_env_free(struct loopguard_db_env **_env)
 	if (env->env != NULL)
 		mdb_env_close(env->env);
 	i_close_fd(&env->lock_fd);
+	buffer_free(&env->room_position);
 	i_free(env->path);
 	i_free(env);
 }
@@ -455,23 +469,9 @@ static void loopguard_db_reserve_release(struct loopguard_db_env *env)
 	(void)mdb_env_set_mapsize(env->env, env->soft_map_size);
 }
 
-/* After MDB_MAP_FULL: frees what has expired, then grows the map. Returns
-   0 when the retry has a chance, MDB_MAP_FULL when it has none, or another
-   MDB error. */
 static int
 loopguard_db_make_room(struct loopguard_db *db, time_t now,
-		       const char **func_r)
-{
-	unsigned int purged;
-	bool grew;
-	int rc;
-
-	rc = loopguard_db_purge_expired(db, now, &purged, func_r);
-	if (rc != 0 && rc != MDB_MAP_FULL)
-		return rc;
-	grew = loopguard_db_grow(db->env);
-	return purged > 0 || grew ? 0 : MDB_MAP_FULL;
-}
+		       const char **func_r);
 
 /* A write transaction with the map handling: MDB_MAP_RESIZED adopts the
    new size, MDB_MAP_FULL purges, grows and retries once. A func that only
@@ -506,8 +506,10 @@ loopguard_db_write(struct loopguard_db *db, time_t now, bool deletes_only,
 	}
 	if (reserved)
 		loopguard_db_reserve_release(db->env);
-	if (rc == 0)
+	if (rc == 0) {
+		loopguard_db_env_note_file(db->env);
 		return 0;
+	}
 	if (rc == MDB_MAP_FULL) {
 		MDB_envinfo info;
 		bool at_limit;
@@ -868,42 +870,132 @@ loopguard_db_reap(struct loopguard_db_env *env, MDB_txn *txn,
 					   func_r);
 }
 
+static int
+loopguard_db_room_txn(struct loopguard_db *db, MDB_txn *txn, void *context,
+		      const char **func_r)
+{
+	return loopguard_db_reap(db->env, txn, context, func_r);
+}
+
+/* After MDB_MAP_FULL: frees what has expired among a bounded number of
+   records, continuing where the last sweep stopped, then grows the map.
+   A full pass over a full store would cost every delivery a scan of all
+   its records under the write lock; bounded, successive deliveries cover
+   the store between them. Returns 0 when the retry has a chance,
+   MDB_MAP_FULL when it has none, or another MDB error. */
+static int
+loopguard_db_make_room(struct loopguard_db *db, time_t now,
+		       const char **func_r)
+{
+	struct loopguard_db_reap reap;
+	bool grew, reserved = FALSE;
+	int rc;
+
+	i_zero(&reap);
+	reap.now = now;
+	reap.max_scan = LOOPGUARD_DB_ROOM_SCAN_COUNT;
+	reap.max_deletes = LOOPGUARD_DB_PURGE_DELETE_COUNT;
+	/* The position is kept in memory: storing it would take pages of
+	   the full map even when nothing was deleted. */
+	reap.start = db->env->room_position;
+	reap.next_key = t_buffer_create(64);
+	reap.dead = t_buffer_create(1024);
+	for (;;) {
+		rc = loopguard_db_write_once(db, loopguard_db_room_txn, &reap,
+					     func_r);
+		if (rc != MDB_MAP_FULL)
+			break;
+		/* deleting needs fresh pages too: fewer at a time, in the
+		   reserve */
+		if (!reserved && loopguard_db_reserve_use(db->env))
+			reserved = TRUE;
+		else if (reap.max_deletes > 1)
+			reap.max_deletes /= 2;
+		else
+			break;
+	}
+	if (reserved)
+		loopguard_db_reserve_release(db->env);
+	if (rc != 0 && rc != MDB_MAP_FULL)
+		return rc;
+	if (rc == 0) {
+		buffer_set_used_size(db->env->room_position, 0);
+		buffer_append_buf(db->env->room_position, reap.next_key,
+				  0, SIZE_MAX);
+		loopguard_db_unreadable_log(db->env, &reap.unreadable,
+					    "dropped");
+	}
+	grew = loopguard_db_grow(db->env);
+	return (rc == 0 && reap.deleted > 0) || grew ? 0 : MDB_MAP_FULL;
+}
+
 /*
  * Open and close
  */
 
-/* A data file shorter than its own meta page claims (truncated, or a
-   partial copy) would SIGBUS on first access through the map, so this runs
-   before anything reads a data page. */
-static int
-loopguard_db_env_check_size(MDB_env *mdb, const char *path,
-			    const char **reason_r)
+/* Records the data file as this process last saw it sound. */
+static void loopguard_db_env_note_file(struct loopguard_db_env *env)
 {
-	MDB_envinfo info;
-	MDB_stat stat;
 	struct stat st;
-	int fd, rc;
+	int fd;
 
-	if ((rc = mdb_env_get_fd(mdb, &fd)) != 0 ||
-	    (rc = mdb_env_info(mdb, &info)) != 0 ||
-	    (rc = mdb_env_stat(mdb, &stat)) != 0) {
-		*reason_r = loopguard_db_mdb_error(path, "mdb_env_info", rc);
+	if (mdb_env_get_fd(env->env, &fd) == 0 && fstat(fd, &st) == 0) {
+		env->known_mtime = st.st_mtim;
+		env->known_size = st.st_size;
+	}
+}
+
+/* Whether something else than this process wrote to the data file since
+   it last verified or wrote it: another delivery, or damage. */
+static bool loopguard_db_env_file_changed(struct loopguard_db_env *env)
+{
+	struct stat st;
+	int fd;
+
+	if (mdb_env_get_fd(env->env, &fd) != 0 || fstat(fd, &st) < 0)
+		return TRUE;
+	return st.st_mtim.tv_sec != env->known_mtime.tv_sec ||
+		st.st_mtim.tv_nsec != env->known_mtime.tv_nsec ||
+		(uoff_t)st.st_size != env->known_size;
+}
+
+/* Checks every page LMDB can reach before LMDB reads it through the map
+   (see loopguard-db-verify.h): a damaged page would crash the process,
+   not fail a call. A damaged file is moved aside like a garbage file.
+   Returns 0, or -1 (with the environment shut when the file is damaged). */
+static int
+loopguard_db_env_verify(struct loopguard_db_env *env, const char **error_r)
+{
+	const char *reason;
+	MDB_txn *txn;
+	int fd, rc, ret;
+
+	/* the read transaction keeps writers off the pages being read */
+	if ((rc = loopguard_db_txn_begin(env, FALSE, &txn)) != 0) {
+		*error_r = loopguard_db_failed(env, "mdb_txn_begin", rc);
 		return -1;
 	}
-	if (fstat(fd, &st) < 0) {
-		*reason_r = t_strdup_printf("loopguard db %s: fstat() failed: %m",
-					    path);
+	if ((rc = mdb_env_get_fd(env->env, &fd)) != 0) {
+		mdb_txn_abort(txn);
+		*error_r = loopguard_db_mdb_error(env->path,
+						  "mdb_env_get_fd", rc);
 		return -1;
 	}
-	if ((uoff_t)st.st_size / stat.ms_psize < info.me_last_pgno + 1) {
-		*reason_r = t_strdup_printf(
-			"file is truncated (%"PRIuUOFF_T" bytes, its meta page "
-			"says %zu pages of %u bytes)", (uoff_t)st.st_size,
-			info.me_last_pgno + 1, stat.ms_psize);
+	ret = loopguard_db_verify(fd, loopguard_db_page_size(), &reason);
+	mdb_txn_abort(txn);
+	if (ret > 0) {
+		loopguard_db_env_note_file(env);
 		return 0;
 	}
-	*reason_r = NULL;
-	return 0;
+	if (ret < 0) {
+		*error_r = t_strdup_printf("loopguard db %s: %s",
+					   env->path, reason);
+		return -1;
+	}
+	loopguard_db_env_shut(env);
+	*error_r = loopguard_db_move_aside(env->path, &env->lock_fd,
+		t_strdup_printf("the store is %s", reason));
+	return -1;
 }
 
 static int
@@ -997,7 +1089,7 @@ loopguard_db_env_open_mdb(const struct loopguard_db_settings *set,
 			  const char **error_r)
 {
 	unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS;
-	const char *func, *reason;
+	const char *func;
 	MDB_env *mdb;
 	int rc, ret;
 
@@ -1042,17 +1134,6 @@ loopguard_db_env_open_mdb(const struct loopguard_db_settings *set,
 		mdb_env_close(mdb);
 		i_close_fd(lock_fd);
 		return ret;
-	}
-	if (loopguard_db_env_check_size(mdb, set->path, &reason) < 0) {
-		mdb_env_close(mdb);
-		i_close_fd(lock_fd);
-		*error_r = reason;
-		return -1;
-	}
-	if (reason != NULL) {
-		mdb_env_close(mdb);
-		*error_r = loopguard_db_move_aside(set->path, lock_fd, reason);
-		return -1;
 	}
 	*mdb_r = mdb;
 	return 1;
@@ -1102,6 +1183,7 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 		env->ino = st.st_ino;
 	}
 	env->max_key_size = mdb_env_get_maxkeysize(mdb);
+	env->room_position = buffer_create_dynamic(default_pool, 64);
 	env->soft_map_size = sizes.soft;
 	env->hard_map_size = sizes.hard;
 
@@ -1113,7 +1195,8 @@ loopguard_db_env_open(const struct loopguard_db_settings *set,
 		loopguard_db_env_free(&env);
 		return -1;
 	}
-	if (loopguard_db_env_open_dbis(env, error_r) < 0) {
+	if (loopguard_db_env_verify(env, error_r) < 0 ||
+	    loopguard_db_env_open_dbis(env, error_r) < 0) {
 		loopguard_db_env_free(&env);
 		return -1;
 	}
@@ -1170,6 +1253,84 @@ void loopguard_db_keep_idle(bool keep)
 	}
 }
 
+/* statfs() f_type values (linux/magic.h, not every one in every version's
+   header) of file systems where LMDB's fcntl() locks, robust mutexes in a
+   shared lock file or a coherent shared map cannot be relied on. */
+static const struct {
+	long type;
+	const char *name;
+} loopguard_db_network_fs[] = {
+	{ 0x6969, "nfs" },
+	{ 0x517B, "smb" },
+	{ 0xFF534D42, "cifs" },
+	{ 0xFE534D42, "smb2" },
+	{ 0x73757245, "coda" },
+	{ 0x5346414F, "afs" },
+	{ 0x6B414653, "afs" },
+	{ 0x01021997, "9p" },
+	{ 0x00C36400, "ceph" },
+	{ 0x0BD00BD0, "lustre" },
+	{ 0x01161970, "gfs2" },
+	{ 0x7461636F, "ocfs2" },
+};
+
+long (*loopguard_db_fs_type_override)(const char *dir) = NULL;
+
+const char *loopguard_db_network_fs_name(long fs_type)
+{
+	unsigned int i;
+
+	for (i = 0; i < N_ELEMENTS(loopguard_db_network_fs); i++) {
+		/* f_type is signed on some architectures */
+		if ((uint32_t)loopguard_db_network_fs[i].type ==
+		    (uint32_t)fs_type)
+			return loopguard_db_network_fs[i].name;
+	}
+	return NULL;
+}
+
+/* LMDB does not work on a network file system: its locks and its shared
+   map would not exclude writers on other hosts, and the file would be
+   corrupted. The directory is checked, as the file may not exist yet. */
+static int
+loopguard_db_check_local(const struct loopguard_db_settings *set,
+			 const char **error_r)
+{
+	const char *dir, *p, *fs_name;
+	long fs_type;
+
+	if (set->allow_network_fs)
+		return 0;
+	p = strrchr(set->path, '/');
+	dir = p == set->path ? "/" : t_strdup_until(set->path, p);
+	if (loopguard_db_fs_type_override != NULL)
+		fs_type = loopguard_db_fs_type_override(dir);
+	else {
+#ifdef __linux__
+		struct statfs st;
+
+		if (statfs(dir, &st) < 0) {
+			/* open() reports a missing or unreadable directory
+			   more precisely */
+			return 0;
+		}
+		fs_type = (long)st.f_type;
+#else
+		return 0;
+#endif
+	}
+	fs_name = loopguard_db_network_fs_name(fs_type);
+	if (fs_name == NULL)
+		return 0;
+	*error_r = t_strdup_printf(
+		"loopguard db %s: refusing a store on a network file system "
+		"(%s): LMDB needs a local file system; move it with "
+		"sieve_loopguard_db, or set "
+		"sieve_loopguard_db_allow_network_fs = yes if this file "
+		"system is known to be safe for LMDB", set->path, fs_name);
+	return -1;
+}
+
 int loopguard_db_open(const struct loopguard_db_settings *set,
 		      struct loopguard_db **db_r, const char **error_r)
 {
@@ -1198,8 +1359,16 @@ int loopguard_db_open(const struct loopguard_db_settings *set,
 		loopguard_db_env_free(&env);
 		env = NULL;
 	}
+	if (env != NULL && env->refcount == 0 &&
+	    loopguard_db_env_file_changed(env) &&
+	    loopguard_db_env_verify(env, error_r) < 0) {
+		/* damaged while idle: moved aside, or it could not be read */
+		loopguard_db_env_free(&env);
+		return -1;
+	}
 	if (env == NULL) {
-		if (loopguard_db_env_open(set, &env, error_r) < 0)
+		if (loopguard_db_check_local(set, error_r) < 0 ||
+		    loopguard_db_env_open(set, &env, error_r) < 0)
 			return -1;
 		DLLIST_PREPEND(&loopguard_db_envs, env);
 		env->registered = TRUE;

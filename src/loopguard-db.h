@@ -41,6 +41,9 @@ struct loopguard_db_settings {
 	unsigned int log_size;
 	/* Optional; the first open of a file in a process sets it. */
 	loopguard_db_expires_func_t *record_expires;
+	/* FALSE: a store on a network file system (NFS, SMB/CIFS, AFS, ...)
+	   is refused: LMDB's locks and shared map do not work there. */
+	bool allow_network_fs;
 };
 
 struct loopguard_db_record {
@@ -91,22 +94,34 @@ typedef int
 loopguard_db_log_callback_t(const struct loopguard_db_event *event,
 			    void *context);
 
-/* Opens (creating it 0600 when missing) the environment at set->path. Within
+/* Opens (creating it 0600 when missing) the environment at set->path,
+   unless its directory is on a network file system and
+   set->allow_network_fs is FALSE. Within
    one process the same path shares one MDB_env; a handle opened before a
-   fork() is never used after it. A data file that LMDB rejects as invalid or
-   that is shorter than its own meta page claims is renamed to
+   fork() is never used after it. Every page LMDB could read is checked
+   first (loopguard-db-verify.h), also when an idle store is reused and
+   its file changed meanwhile. A data file that LMDB rejects as invalid,
+   that is shorter than its own meta page claims, or whose pages are
+   damaged ("the store is damaged: ...") is renamed to
    "<path>.broken" so that the next open starts afresh, and -1 is returned.
    It is renamed only while no process has the store open; until then -1
    is returned, and a later open tries again. The same applies to a file
    found damaged while in use: every handle of this process on it then
    fails, and has only to be closed. */
+/* Returns the name of a network or cluster file system whose statfs()
+   f_type is fs_type, or NULL for any other. */
+const char *loopguard_db_network_fs_name(long fs_type);
+/* For tests only: when set, replaces the f_type statfs() reports for the
+   store's directory. */
+extern long (*loopguard_db_fs_type_override)(const char *dir);
+
 int loopguard_db_open(const struct loopguard_db_settings *set,
 		      struct loopguard_db **db_r, const char **error_r);
 void loopguard_db_close(struct loopguard_db **_db);
 
 /* Read-modify-write of one record in one write transaction. Also purges a
-   bounded number of expired records. MDB_MAP_FULL: purge, grow (up to
-   max_size) and retry once. Handles and keys of any length work. Returns
+   bounded number of expired records. MDB_MAP_FULL: purge expired records
+   among a bounded number, grow (up to max_size) and retry once. Handles and keys of any length work. Returns
    0 on success, LOOPGUARD_DB_FULL when max_size is reached with nothing
    expired, -1 on other errors. */
 int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,

@@ -167,6 +167,7 @@ loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
 		db_set.path = path;
 		db_set.max_size = ctx->set.db_max_size;
 		db_set.sync = ctx->set.sync;
+		db_set.allow_network_fs = ctx->set.db_allow_network_fs;
 		db_set.log_size = ctx->set.log_size;
 		db_set.record_expires = ratelimit_window_record_expires;
 		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)

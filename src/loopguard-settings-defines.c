@@ -16,6 +16,7 @@
 static const struct setting_define loopguard_setting_defines[] = {
 	DEF(STR, "db", db_path),
 	DEF(SIZE, "db_max_size", db_max_size),
+	DEF(BOOL, "db_allow_network_fs", db_allow_network_fs),
 	DEF(BOOL, "sync", sync),
 	DEF(ENUM, "on_error", on_error_name),
 

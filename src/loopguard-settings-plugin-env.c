@@ -177,6 +177,8 @@ void loopguard_settings_parse(struct loopguard_settings *set, pool_t pool,
 		loopguard_settings_get_size(&src, "db_max_size",
 					    LOOPGUARD_MIN_DB_MAX_SIZE,
 					    &set->db_max_size);
+		loopguard_settings_get_bool(&src, "db_allow_network_fs",
+					    &set->db_allow_network_fs);
 		loopguard_settings_get_bool(&src, "sync", &set->sync);
 		loopguard_settings_get_on_error(&src, &set->on_error);
 

@@ -23,6 +23,9 @@ struct loopguard_settings {
 	   when the store is first used */
 	const char *db_path;
 	uoff_t db_max_size;
+	/* sieve_loopguard_db_allow_network_fs: a store on NFS, SMB/CIFS or
+	   another network file system is refused unless this is set */
+	bool db_allow_network_fs;
 	bool sync;
 	enum loopguard_on_error on_error;
 	/* Dovecot 2.4: the setting as given, turned into on_error by the

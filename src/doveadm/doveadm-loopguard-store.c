@@ -70,6 +70,7 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&set);
 	set.max_size = lg_set.db_max_size;
 	set.sync = lg_set.sync;
+	set.allow_network_fs = lg_set.db_allow_network_fs;
 	set.log_size = lg_set.log_size;
 	set.record_expires = ratelimit_window_record_expires;
 	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,

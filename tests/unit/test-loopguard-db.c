@@ -373,13 +373,13 @@ static void test_map_full(void)
 	struct loopguard_db_settings set = test_settings("full");
 	struct loopguard_db *db;
 	const char *error = NULL, *payload;
-	unsigned int i, stored = 0, purged;
+	unsigned int i, stored = 0, purged, before, after;
 	struct stat st;
 	bool failed = FALSE;
 	int ret = 0;
 
 	test_begin("loopguard db map grows up to max_size, then fails");
-	set.max_size = 4 * MiB;
+	set.max_size = 8 * MiB;
 	db = test_open(&set);
 	/* "e" keys expire at TEST_NOW+100, "l" keys live on. They sort
 	   apart, so that purging the "e" keys frees whole pages. */
@@ -399,18 +399,29 @@ static void test_map_full(void)
 	/* it grew past the 1 MiB start, but not past the cap */
 	test_assert(stored * 1000 > 1 * MiB);
 	test_assert(stat(set.path, &st) == 0 && st.st_size > 2 * MiB &&
-		    st.st_size <= 4 * MiB);
+		    st.st_size <= 8 * MiB);
 	/* still full while nothing has expired: not a transient error */
 	test_assert(test_put_size(db, "more", 1000, TEST_NOW, TEST_NOW + 100000,
 				  &error) == LOOPGUARD_DB_FULL);
 
-	/* once something expired, a full map purges it and the write
-	   succeeds */
-	test_assert(test_put_size(db, "more", 1000, TEST_NOW + 200,
-				  TEST_NOW + 100000, &error) == 0);
-	test_assert(test_get(db, "", "e00000", TEST_NOW, &payload) == 0);
+	/* once something expired, a full map looks for it among a bounded
+	   number of records per write, going on where the last one
+	   stopped: the write succeeds within a few tries, and no write
+	   pays for a pass over the whole store */
+	test_assert(stored / 2 > 1024 + 16);
+	before = test_count_all(db);
+	for (i = 0; i < stored / 1024 + 2; i++) {
+		ret = test_put_size(db, "more", 1000, TEST_NOW + 200,
+				    TEST_NOW + 100000, &error);
+		after = test_count_all(db);
+		test_assert_idx(before - after <= 1024 + 16, i);
+		before = after;
+		if (ret == 0)
+			break;
+		test_assert_idx(ret == LOOPGUARD_DB_FULL, i);
+	}
+	test_assert(ret == 0);
 	test_assert(test_get(db, "", "l00001", TEST_NOW, &payload) == 1);
-	test_assert(test_count_all(db) == stored / 2 + 1);
 
 	/* fill it up again, then an explicit purge makes room */
 	failed = FALSE;
@@ -429,7 +440,7 @@ static void test_map_full(void)
 	test_assert(test_get(db, "", "n00000", TEST_NOW + 200, &payload) == 0);
 	test_assert(test_put_size(db, "last", 1000, TEST_NOW + 400,
 				  TEST_NOW + 100000, &error) == 0);
-	test_assert(stat(set.path, &st) == 0 && st.st_size <= 4 * MiB);
+	test_assert(stat(set.path, &st) == 0 && st.st_size <= 8 * MiB);
 	loopguard_db_close(&db);
 	test_end();
 }
@@ -698,8 +709,9 @@ static unsigned int test_break_leaf(const char *path, const char *handle)
 	return broken;
 }
 
-/* Damage found while the store is in use closes it for every handle of
-   the process, and moves the file only when no other process uses it. */
+/* Damage that appears while the store is open (the open checks the file)
+   closes it for every handle of the process, and moves the file only when
+   no other process uses it. */
 static void test_corrupt_runtime(void)
 {
 	struct loopguard_db_settings set = test_settings("runtime");
@@ -714,12 +726,10 @@ static void test_corrupt_runtime(void)
 	db1 = test_open(&set);
 	test_assert(test_put(db1, handle, "k", "v", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	loopguard_db_close(&db1);
-	test_assert(test_break_leaf(set.path, handle) > 0);
 
 	/* another process has it open: it stays */
 	test_holder_start(&set, &holder);
-	db1 = test_open(&set);
+	test_assert(test_break_leaf(set.path, handle) > 0);
 	test_expect_error_string("MDB_CORRUPTED");
 	test_assert(test_get(db1, handle, "k", TEST_NOW, &payload) < 0);
 	test_expect_no_more_errors();
@@ -730,10 +740,15 @@ static void test_corrupt_runtime(void)
 	test_assert(error != NULL && strstr(error, "was closed") != NULL);
 	loopguard_db_close(&db1);
 	test_assert(test_holder_stop(&holder) == 0);
+	i_unlink(set.path);
+	i_unlink(lock_path);
 
 	/* two handles of this process share the environment */
 	db1 = test_open(&set);
 	db2 = test_open(&set);
+	test_assert(test_put(db1, handle, "k", "v", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_break_leaf(set.path, handle) > 0);
 	test_expect_error_string("moved it to");
 	test_assert(test_get(db1, handle, "k", TEST_NOW, &payload) < 0);
 	test_expect_no_more_errors();
@@ -751,6 +766,264 @@ static void test_corrupt_runtime(void)
 	db1 = test_open(&set);
 	test_assert(test_put_get(db1, handle, "k", "v2"));
 	loopguard_db_close(&db1);
+	test_end();
+}
+
+/* The ways test_corrupt_kinds() damages a store; LMDB trusts all of
+   them and crashes instead of failing. */
+enum test_damage {
+	/* 16 bytes of 0xff over the node offsets of the last page */
+	TEST_DAMAGE_LAST_PAGE,
+	/* a branch page's child pointer far beyond the file */
+	TEST_DAMAGE_CHILD_BEYOND,
+	/* the records database claims another tree depth */
+	TEST_DAMAGE_DEPTH,
+	/* an overflow page claims a huge number of pages */
+	TEST_DAMAGE_OVERFLOW_COUNT,
+};
+
+static uint16_t test_page_flags(const unsigned char *page)
+{
+	uint16_t flags;
+
+	memcpy(&flags, page + sizeof(size_t) + 2, sizeof(flags));
+	return flags;
+}
+
+/* The page number of the live main database's root: the newer meta
+   page's, whose MDB_db for the main database ends with the root. */
+static size_t test_main_root(int fd, size_t page_size)
+{
+	const size_t hdr = sizeof(size_t) + 8, db_size = 8 + 5 * sizeof(size_t);
+	const size_t dbs = hdr + 8 + 2 * sizeof(size_t);
+	unsigned char meta[2][512];
+	size_t txnid[2], root;
+	unsigned int i;
+
+	for (i = 0; i < 2; i++) {
+		if (pread(fd, meta[i], sizeof(meta[i]), i * page_size) !=
+		    sizeof(meta[i]))
+			i_fatal("pread() failed: %m");
+		memcpy(&txnid[i], meta[i] + dbs + 2 * db_size +
+		       sizeof(size_t), sizeof(size_t));
+	}
+	i = txnid[0] < txnid[1] ? 1 : 0;
+	memcpy(&root, meta[i] + dbs + 2 * db_size - sizeof(size_t),
+	       sizeof(root));
+	return root;
+}
+
+/* The offset of the MDB_db of the "records" database in the main root
+   page (a leaf: there are only three named databases). */
+static size_t test_records_db(const unsigned char *page, size_t page_size)
+{
+	size_t off;
+
+	for (off = sizeof(size_t) + 8; off + 7 < page_size; off++) {
+		if (memcmp(page + off, "records", 7) == 0)
+			return off + 7;
+	}
+	i_fatal("no records database in the main root page");
+}
+
+/* Applies damage to the live tree; returns FALSE if it found no place. */
+static bool test_damage_file(const char *path, enum test_damage damage)
+{
+	size_t page_size = sysconf(_SC_PAGESIZE);
+	unsigned char *page = t_malloc_no0(page_size);
+	const size_t hdr = sizeof(size_t) + 8;
+	struct stat st;
+	off_t offset;
+	size_t db, pgno;
+	uint16_t off, depth;
+	uint32_t pages = 0x7fffffff;
+	bool done = FALSE;
+	int fd;
+
+	fd = open(path, O_RDWR);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		i_fatal("open(%s) failed: %m", path);
+	offset = test_main_root(fd, page_size) * page_size;
+	if (pread(fd, page, page_size, offset) != (ssize_t)page_size)
+		i_fatal("pread(%s) failed: %m", path);
+	db = test_records_db(page, page_size);
+	switch (damage) {
+	case TEST_DAMAGE_LAST_PAGE:
+		offset = st.st_size - page_size;
+		if (pread(fd, page, page_size, offset) != (ssize_t)page_size)
+			i_fatal("pread(%s) failed: %m", path);
+		memset(page + 16, 0xff, 16);
+		done = TRUE;
+		break;
+	case TEST_DAMAGE_CHILD_BEYOND:
+		/* the records database's root is a branch page */
+		memcpy(&pgno, page + db + 8 + 4 * sizeof(size_t), sizeof(pgno));
+		offset = pgno * page_size;
+		if (pread(fd, page, page_size, offset) != (ssize_t)page_size)
+			i_fatal("pread(%s) failed: %m", path);
+		if (test_page_flags(page) != 0x01)
+			break;
+		/* the first node's page number, low 32 bits */
+		memcpy(&off, page + hdr, sizeof(off));
+		memset(page + off, 0x7f, 4);
+		done = TRUE;
+		break;
+	case TEST_DAMAGE_DEPTH:
+		memcpy(&depth, page + db + 6, sizeof(depth));
+		depth++;
+		memcpy(page + db + 6, &depth, sizeof(depth));
+		done = TRUE;
+		break;
+	case TEST_DAMAGE_OVERFLOW_COUNT:
+		/* any overflow page will do: the first 12 records have one
+		   each, and all of them live */
+		for (offset = 2 * page_size; !done && offset < st.st_size;
+		     offset += page_size) {
+			if (pread(fd, page, page_size, offset) !=
+			    (ssize_t)page_size)
+				i_fatal("pread(%s) failed: %m", path);
+			done = test_page_flags(page) == 0x04;
+		}
+		offset -= page_size;
+		memcpy(page + sizeof(size_t) + 4, &pages, sizeof(pages));
+		break;
+	}
+	if (done &&
+	    pwrite(fd, page, page_size, offset) != (ssize_t)page_size)
+		i_fatal("pwrite(%s) failed: %m", path);
+	i_close_fd(&fd);
+	return done;
+}
+
+/* In a child: every operation a delivery or doveadm does, on a damaged
+   store. Exits 0 when the open refused the store as damaged and moved it
+   aside, 1 when anything succeeded on it. */
+static void test_damaged_child(const struct loopguard_db_settings *set)
+{
+	struct loopguard_db_event event;
+	struct loopguard_db *db;
+	const char *error, *payload;
+	unsigned int i, purged;
+
+	if (loopguard_db_open(set, &db, &error) < 0) {
+		_exit(strstr(error, "damaged") != NULL &&
+		      strstr(error, "moved it to") != NULL &&
+		      test_path_exists(t_strconcat(set->path, ".broken",
+						   NULL)) ? 0 : 2);
+	}
+	for (i = 0; i < 300; i++) T_BEGIN {
+		(void)test_get(db, "", t_strdup_printf("k%04u", i), TEST_NOW,
+			       &payload);
+		(void)test_put_size(db, t_strdup_printf("k%04u", i), 5000,
+				    TEST_NOW, TEST_NOW + 1000, &error);
+	} T_END;
+	i_zero(&event);
+	event.time = TEST_NOW;
+	(void)loopguard_db_log_append(db, &event, &error);
+	(void)test_count_all(db);
+	(void)loopguard_db_purge(db, TEST_NOW + 5000, FALSE, &purged, &error);
+	(void)loopguard_db_purge(db, TEST_NOW, TRUE, &purged, &error);
+	loopguard_db_close(&db);
+	_exit(1);
+}
+
+/* Runs in a child: fills a store, damages it and uses it. */
+static void
+test_corrupt_kind_child(const struct loopguard_db_settings *set,
+			enum test_damage damage, bool idle)
+{
+	struct loopguard_db *db;
+	const char *error;
+	unsigned int i;
+
+	loopguard_db_keep_idle(idle);
+	db = test_open(set);
+	/* enough for branch pages and overflow pages */
+	for (i = 0; i < 300; i++) T_BEGIN {
+		if (test_put_size(db, t_strdup_printf("k%04u", i),
+				  i < 12 ? 5000 : 100, TEST_NOW,
+				  TEST_NOW + 1000, &error) < 0)
+			_exit(3);
+	} T_END;
+	/* idle: this process keeps it open, as an LMTP process keeps the
+	   stores of its last users */
+	loopguard_db_close(&db);
+	/* damage comes later than the last write, in another tick of the
+	   file system's clock */
+	usleep(50000);
+	if (!test_damage_file(set->path, damage))
+		_exit(4);
+	test_damaged_child(set);
+}
+
+static void test_corrupt_kinds(void)
+{
+	static const char *const names[] = {
+		"last page", "child beyond file", "depth", "overflow count"
+	};
+	struct loopguard_db_settings set;
+	unsigned int kind, idle;
+	pid_t pid;
+	int ret;
+
+	test_begin("loopguard db refuses damaged pages instead of crashing");
+	for (kind = 0; kind < N_ELEMENTS(names); kind++)
+	for (idle = 0; idle < 2; idle++) T_BEGIN {
+		set = test_settings(t_strdup_printf("damage%u-%u", kind, idle));
+		pid = fork();
+		if (pid < 0)
+			i_fatal("fork() failed: %m");
+		if (pid == 0)
+			test_corrupt_kind_child(&set, kind, idle == 1);
+		if ((ret = test_wait_child(pid)) != 0) {
+			i_error("damage '%s'%s not refused (exit %d)",
+				names[kind], idle == 1 ? " (idle store)" : "",
+				ret);
+			test_assert_idx(FALSE, kind);
+		}
+	} T_END;
+	test_end();
+}
+
+static long test_fs_type_nfs(const char *dir ATTR_UNUSED)
+{
+	return 0x6969;
+}
+
+static void test_network_fs(void)
+{
+	struct loopguard_db_settings set = test_settings("network");
+	struct loopguard_db *db;
+	const char *error = NULL;
+
+	test_begin("loopguard db refuses a network file system");
+	test_assert(strcmp(loopguard_db_network_fs_name(0x6969), "nfs") == 0);
+	test_assert(strcmp(loopguard_db_network_fs_name(
+		(long)(int32_t)0xFF534D42), "cifs") == 0);
+	test_assert(strcmp(loopguard_db_network_fs_name(0xFF534D42),
+			   "cifs") == 0);
+	/* ext4, tmpfs, xfs, btrfs */
+	test_assert(loopguard_db_network_fs_name(0xEF53) == NULL);
+	test_assert(loopguard_db_network_fs_name(0x01021994) == NULL);
+	test_assert(loopguard_db_network_fs_name(0x58465342) == NULL);
+	test_assert(loopguard_db_network_fs_name(0x9123683E) == NULL);
+
+	loopguard_db_fs_type_override = test_fs_type_nfs;
+	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.path) &&
+		    strstr(error, "nfs") != NULL &&
+		    strstr(error, "sieve_loopguard_db_allow_network_fs") != NULL);
+	test_assert(!test_path_exists(set.path));
+	/* the administrator knows better */
+	set.allow_network_fs = TRUE;
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	loopguard_db_close(&db);
+	loopguard_db_fs_type_override = NULL;
+
+	/* this test's own directory is local */
+	set.allow_network_fs = FALSE;
+	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	loopguard_db_close(&db);
 	test_end();
 }
 
@@ -1361,6 +1634,8 @@ int main(void)
 		test_corrupt_garbage,
 		test_corrupt_held,
 		test_corrupt_runtime,
+		test_corrupt_kinds,
+		test_network_fs,
 		test_truncated,
 		test_unwritable,
 		test_long_key,
