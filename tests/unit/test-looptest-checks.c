@@ -459,14 +459,52 @@ static void test_looptest_system(void)
 				TEST_BIT(SYSTEM), i);
 	}
 	for (i = 0; i < N_ELEMENTS(people); i++) {
-		test_assert_idx(test_fired("From: noreply@example.com\n\n",
+		test_assert_idx(test_fired("From: Bob <bob@example.com>\n\n",
 					   people[i], TEST_BIT(SYSTEM)) == 0,
 				i);
+		/* From is held to the same rule */
+		test_assert_idx(test_fired(t_strdup_printf(
+			"From: %s\n\n", people[i]), "bob@example.com",
+			TEST_BIT(SYSTEM)) == 0, i);
 	}
-	/* From counts only when the envelope sender is null or unknown */
+	for (i = 0; i < N_ELEMENTS(system); i++) {
+		test_assert_idx(test_fired(t_strdup_printf(
+			"From: %s\n\n", system[i]), "bob@example.com",
+			TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM), i);
+	}
+	/* From counts also when the envelope sender is a list's or an
+	   ESP's VERP address */
 	test_assert(test_fired("From: Mail Delivery System "
 			       "<MAILER-DAEMON@mx.example.com>\n\n", NULL,
 			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: MAILER-DAEMON@mx.example.com\n\n",
+			       "dev-bounces+alice=example.org@example.net",
+			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: SES-EM-B <no-reply@sns.amazonaws.com>"
+			       "\n\n", "0100abc-1@amazonses.example",
+			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: <Post_Master@example.com>\n\n",
+			       "x@example.net", TEST_BIT(SYSTEM)) ==
+		    TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: Facebook <notification+zj4o=d3h@"
+			       "facebookmail.com>\n\n", "x@example.net",
+			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	/* the address may be missing, the display name still tells */
+	test_assert(test_fired("From: MAILER-DAEMON <>\n\n",
+			       "sender@example.com", TEST_BIT(SYSTEM)) ==
+		    TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: Mail Delivery Subsystem "
+			       "<MAILER-DAEMON>\n\n", "sender@example.com",
+			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: Mail Delivery Subsystem "
+			       "<relay@example.com>\n\n", "x@example.net",
+			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	test_assert(test_fired("From: Mail Delivery Team "
+			       "<bob@example.com>\n\n", "x@example.net",
+			       TEST_BIT(SYSTEM)) == 0);
+	test_assert(test_fired("From: \"Postmaster, Bob\" "
+			       "<bob@example.com>\n\n", "x@example.net",
+			       TEST_BIT(SYSTEM)) == 0);
 	test_assert(test_fired("From: <MAILER-DAEMON@mx.example.com>\n\n", "",
 			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
 	test_assert(test_fired("From: Noreply Team <team@example.com>\n\n",
