@@ -645,6 +645,21 @@ looptest_handle_suppress(struct looptest_eval *ev,
 	}
 }
 
+static void looptest_set_from_name(struct looptest_eval *ev, const char *name)
+{
+	buffer_t *decoded;
+
+	/* most names have no encoded word to decode */
+	if (strstr(name, "=?") == NULL) {
+		ev->from_name = p_strdup(ev->pool, name);
+		return;
+	}
+	decoded = t_buffer_create(64);
+	message_header_decode_utf8((const void *)name, strlen(name), decoded,
+				   NULL);
+	ev->from_name = p_strndup(ev->pool, decoded->data, decoded->used);
+}
+
 static void
 looptest_handle_from(struct looptest_eval *ev,
 		     const unsigned char *value, size_t size)
@@ -662,15 +677,8 @@ looptest_handle_from(struct looptest_eval *ev,
 
 	addr = looptest_parse_addresses(value, size);
 	for (; addr != NULL; addr = addr->next) {
-		if (addr->name != NULL && *addr->name != '\0') {
-			buffer_t *name = t_buffer_create(64);
-
-			message_header_decode_utf8((const void *)addr->name,
-						   strlen(addr->name), name,
-						   NULL);
-			ev->from_name = p_strndup(ev->pool, name->data,
-						  name->used);
-		}
+		if (addr->name != NULL && *addr->name != '\0')
+			looptest_set_from_name(ev, addr->name);
 		if (addr->mailbox == NULL || *addr->mailbox == '\0') {
 			/* "MAILER-DAEMON <>": the name is all there is */
 			if (ev->from_name == NULL)
