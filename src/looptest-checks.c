@@ -997,7 +997,11 @@ static void looptest_finish_top_header(struct looptest_eval *ev)
 			if (looptest_user_address_index(ev, address) >= 0)
 				ev->fired |= LOOPTEST_BIT(SELF);
 		}
-		if (envelope_system || looptest_from_is_system(ev))
+		/* bounce asks it too, of a bounce-like subject */
+		if (envelope_system ||
+		    ((ev->checks & (LOOPTEST_BIT(SYSTEM) |
+				    LOOPTEST_BIT(BOUNCE))) != 0 &&
+		     looptest_from_is_system(ev)))
 			ev->fired |= LOOPTEST_BIT(SYSTEM);
 		looptest_finish_subject(ev);
 	} T_END;
