@@ -13,6 +13,9 @@
 #include "message-header-decode.h"
 #include "loopguard-compat.h"
 #include "looptest-checks.h"
+#include "looptest-phrases.h"
+
+#include <ctype.h>
 
 /* Bumped whenever the fingerprint's input changes, so that stored
    fingerprints of an older layout simply stop matching. */
@@ -79,9 +82,12 @@ static const struct looptest_header_def looptest_headers[] = {
 	  LOOPTEST_BIT(MARKER) },
 	{ "Delivered-To", LOOPTEST_HDR_DELIVERED_TO, LOOPTEST_BIT(MARKER) },
 	{ "From", LOOPTEST_HDR_FROM,
-	  LOOPTEST_BIT(DUPLICATE) | LOOPTEST_BIT(SYSTEM) | LOOPTEST_BIT(SELF) },
+	  LOOPTEST_BIT(DUPLICATE) | LOOPTEST_BIT(BOUNCE) |
+	  LOOPTEST_BIT(SYSTEM) | LOOPTEST_BIT(SELF) },
 	{ "Reply-To", LOOPTEST_HDR_REPLY_TO, LOOPTEST_BIT(SELF) },
-	{ "Subject", LOOPTEST_HDR_SUBJECT, LOOPTEST_BIT(DUPLICATE) },
+	{ "Subject", LOOPTEST_HDR_SUBJECT,
+	  LOOPTEST_BIT(DUPLICATE) | LOOPTEST_BIT(BOUNCE) |
+	  LOOPTEST_BIT(AUTOREPLY) },
 	{ "Date", LOOPTEST_HDR_DATE, LOOPTEST_BIT(DUPLICATE) },
 	{ "Content-Type", LOOPTEST_HDR_CONTENT_TYPE, LOOPTEST_BIT(BOUNCE) },
 	{ "Auto-Submitted", LOOPTEST_HDR_AUTO_SUBMITTED,
@@ -134,8 +140,16 @@ struct looptest_eval {
 	/* per user address: the Delivered-To headers that name it */
 	unsigned int *delivered_to_counts;
 
-	/* the first From header's first address, lower-cased */
+	/* the first From header's first address, lower-cased; without a
+	   domain when it has none ("<MAILER-DAEMON>") */
 	const char *from_address;
+	/* its display name, decoded; NULL when there is none */
+	const char *from_name;
+	/* the subject reads like a bounce's: one enclosed message makes it
+	   one */
+	bool bounce_subject:1;
+	/* the first From has no address at all ("MAILER-DAEMON <>") */
+	bool from_empty:1;
 	bool from_seen:1;
 	bool subject_seen:1;
 	bool date_seen:1;
@@ -454,11 +468,32 @@ static bool looptest_local_is_bounce(const char *local)
 	return FALSE;
 }
 
+/* Exchange Online sends its reports from "MicrosoftExchange" and 32 hex
+   digits, a name no person has. */
+static bool looptest_local_is_exchange(const char *local)
+{
+	const char *p;
+
+	if (!str_begins_with(local, "microsoftexchange"))
+		return FALSE;
+	p = local + strlen("microsoftexchange");
+	if (strlen(p) != 32)
+		return FALSE;
+	for (; *p != '\0'; p++) {
+		if (!i_isxdigit(*p))
+			return FALSE;
+	}
+	return TRUE;
+}
+
 static bool looptest_local_part_is_system(const char *local)
 {
+	/* "notification" and "notifications" are the senders of social
+	   networks' and services' notices ("notification+zj4o@
+	   facebookmail.com"). */
 	static const char *const exact[] = {
-		"mailer-daemon", "postmaster", "listserv", "majordomo",
-		"mailer",
+		"mailer-daemon", "postmaster", "post_master", "listserv",
+		"majordomo", "mailer", "notification", "notifications",
 	};
 	const char *base;
 	size_t len;
@@ -479,7 +514,8 @@ static bool looptest_local_part_is_system(const char *local)
 	if (len > 8 && strcmp(base + len - 8, "-request") == 0)
 		return TRUE;
 	return looptest_local_is_bounce(local) ||
-		looptest_local_is_noreply(local);
+		looptest_local_is_noreply(local) ||
+		looptest_local_is_exchange(local);
 }
 
 /* Splits an envelope address as the caller may give it: bare, in angle
@@ -559,7 +595,11 @@ looptest_handle_content_type(struct looptest_eval *ev,
 		return;
 	}
 	type = str_c(str);
-	if (strcasecmp(type, "message/delivery-status") == 0 ||
+	if (ev->bounce_subject &&
+	    (strcasecmp(type, "message/rfc822") == 0 ||
+	     strcasecmp(type, "text/rfc822-headers") == 0))
+		ev->fired |= LOOPTEST_BIT(BOUNCE);
+	else if (strcasecmp(type, "message/delivery-status") == 0 ||
 	    strcasecmp(type, "message/global-delivery-status") == 0)
 		ev->fired |= LOOPTEST_BIT(BOUNCE);
 	else if (part->parent == NULL &&
@@ -606,6 +646,21 @@ looptest_handle_suppress(struct looptest_eval *ev,
 	}
 }
 
+static void looptest_set_from_name(struct looptest_eval *ev, const char *name)
+{
+	buffer_t *decoded;
+
+	/* most names have no encoded word to decode */
+	if (strstr(name, "=?") == NULL) {
+		ev->from_name = p_strdup(ev->pool, name);
+		return;
+	}
+	decoded = t_buffer_create(64);
+	message_header_decode_utf8((const void *)name, strlen(name), decoded,
+				   NULL);
+	ev->from_name = p_strndup(ev->pool, decoded->data, decoded->used);
+}
+
 static void
 looptest_handle_from(struct looptest_eval *ev,
 		     const unsigned char *value, size_t size)
@@ -623,8 +678,15 @@ looptest_handle_from(struct looptest_eval *ev,
 
 	addr = looptest_parse_addresses(value, size);
 	for (; addr != NULL; addr = addr->next) {
-		if (addr->mailbox == NULL || *addr->mailbox == '\0')
-			continue;
+		if (addr->name != NULL && *addr->name != '\0')
+			looptest_set_from_name(ev, addr->name);
+		if (addr->mailbox == NULL || *addr->mailbox == '\0') {
+			/* "MAILER-DAEMON <>": the name is all there is */
+			if (ev->from_name == NULL)
+				continue;
+			ev->from_empty = TRUE;
+			break;
+		}
 		address = addr->domain == NULL || *addr->domain == '\0' ?
 			addr->mailbox :
 			t_strconcat(addr->mailbox, "@", addr->domain, NULL);
@@ -853,6 +915,58 @@ looptest_hash_block(struct looptest_eval *ev, const struct message_block *block)
  * Evaluation
  */
 
+/* A bounce or a notification often reaches the user from a list's or an
+   ESP's VERP address, or through a forwarder: the envelope sender then says
+   nothing, but From still names the machine. */
+static bool looptest_from_is_system(const struct looptest_eval *ev)
+{
+	if (ev->from_address != NULL &&
+	    looptest_local_part_is_system(t_strcut(ev->from_address, '@')))
+		return TRUE;
+	return ev->from_name != NULL && looptest_name_is_system(ev->from_name);
+}
+
+/* A gateway or an old MTA that writes no report and uses no null sender
+   still calls itself something no person would: "E500_SMTP_Mail_Service",
+   "Mail Delivery System", or no address at all ("MAILER-DAEMON <>",
+   "<MAILER-DAEMON>"). */
+static bool looptest_from_is_robot_like(const struct looptest_eval *ev)
+{
+	if (ev->from_empty)
+		return TRUE;
+	if (ev->from_address != NULL &&
+	    (strchr(ev->from_address, '@') == NULL ||
+	     looptest_text_has_robot_word(t_strcut(ev->from_address, '@'))))
+		return TRUE;
+	return ev->from_name != NULL &&
+		looptest_text_has_robot_word(ev->from_name);
+}
+
+static void looptest_finish_subject(struct looptest_eval *ev)
+{
+	const char *subject;
+
+	if ((ev->checks & (LOOPTEST_BIT(BOUNCE) |
+			   LOOPTEST_BIT(AUTOREPLY))) == 0 ||
+	    ev->subject->used == 0)
+		return;
+	subject = t_strndup(ev->subject->data, ev->subject->used);
+	if ((ev->checks & LOOPTEST_BIT(AUTOREPLY)) != 0 &&
+	    looptest_subject_is_autoreply(subject))
+		ev->fired |= LOOPTEST_BIT(AUTOREPLY);
+	if ((ev->checks & LOOPTEST_BIT(BOUNCE)) == 0 ||
+	    !looptest_subject_is_bounce(subject))
+		return;
+	/* The subject alone is weak: a person may well write "Returned mail
+	   from the post office". With a robot for a sender, or once an
+	   enclosed message turns up among the parts, it is a bounce. */
+	if ((ev->fired & LOOPTEST_BIT(SYSTEM)) != 0 ||
+	    looptest_from_is_robot_like(ev))
+		ev->fired |= LOOPTEST_BIT(BOUNCE);
+	else
+		ev->bounce_subject = TRUE;
+}
+
 static void looptest_finish_top_header(struct looptest_eval *ev)
 {
 	const char *sender = ev->envelope->sender;
@@ -876,17 +990,21 @@ static void looptest_finish_top_header(struct looptest_eval *ev)
 		ev->fired |= LOOPTEST_BIT(BOUNCE);
 
 	T_BEGIN {
+		bool envelope_system = FALSE;
+
 		if (sender != NULL && !looptest_sender_is_null(sender) &&
 		    looptest_envelope_address(sender, &local, &address)) {
-			if (looptest_local_part_is_system(local))
-				ev->fired |= LOOPTEST_BIT(SYSTEM);
+			envelope_system = looptest_local_part_is_system(local);
 			if (looptest_user_address_index(ev, address) >= 0)
 				ev->fired |= LOOPTEST_BIT(SELF);
-		} else if (ev->from_address != NULL) {
-			local = t_strcut(ev->from_address, '@');
-			if (looptest_local_part_is_system(local))
-				ev->fired |= LOOPTEST_BIT(SYSTEM);
 		}
+		/* bounce asks it too, of a bounce-like subject */
+		if (envelope_system ||
+		    ((ev->checks & (LOOPTEST_BIT(SYSTEM) |
+				    LOOPTEST_BIT(BOUNCE))) != 0 &&
+		     looptest_from_is_system(ev)))
+			ev->fired |= LOOPTEST_BIT(SYSTEM);
+		looptest_finish_subject(ev);
 	} T_END;
 
 	if ((ev->checks & LOOPTEST_BIT(DUPLICATE)) != 0)

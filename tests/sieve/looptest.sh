@@ -87,6 +87,21 @@ lg_check ":reasons lists the fired checks in order" \
 	"Auto-auto-submitted bounce system" "$(lg_outcome)"
 lg_deliver auto.sieve person "$(lg_at 11)" -f alice@example.com
 lg_check "a person's message fires no auto check" "Person" "$(lg_outcome)"
+# sieve-test has no null envelope sender: the header must carry these
+lg_message oldbounce "MAILER-DAEMON <>" \
+	"Returned mail: see transcript for details" "Return-Path: <>"
+lg_deliver auto.sieve oldbounce "$(lg_at 13)"
+lg_check "a bounce from \"MAILER-DAEMON <>\" is known by From and subject" \
+	"Auto-bounce system" "$(lg_outcome)"
+lg_message notesooo "Jane Doe <jane.doe@notes.example.com>" \
+	"AUTO: Jane Doe is out of the office (returning 19/08/2024)"
+lg_deliver auto.sieve notesooo "$(lg_at 14)" -f jane.doe@notes.example.com
+lg_check "a Lotus Notes absence notice is an autoreply" "Auto-autoreply" \
+	"$(lg_outcome)"
+lg_message fwdbounce "Alice <alice@example.com>" \
+	"Fwd: Returned mail: see transcript for details"
+lg_deliver auto.sieve fwdbounce "$(lg_at 15)" -f alice@example.com
+lg_check "a person forwarding a bounce is a person" "Person" "$(lg_outcome)"
 lg_script self.sieve <<'SIEVE'
 require ["vnd.loopguard.looptest", "fileinto"];
 if looptest :checks ["loop", "auto"] { fileinto "Robot"; stop; }

@@ -450,6 +450,35 @@ static void test_looptest_system(void)
 		"listservant@example.com", "daemon@example.com",
 		"alice@example.org",
 	};
+	/* From counts also when the envelope sender is a list's or an ESP's
+	   VERP address, and the display name when the address is missing */
+	static const struct {
+		const char *from, *sender;
+		bool system;
+	} from_cases[] = {
+		{ "Mail Delivery System <MAILER-DAEMON@mx.example.com>", NULL,
+		  TRUE },
+		{ "MAILER-DAEMON@mx.example.com",
+		  "dev-bounces+alice=example.org@example.net", TRUE },
+		{ "SES-EM-B <no-reply@sns.amazonaws.com>",
+		  "0100abc-1@amazonses.example", TRUE },
+		{ "<Post_Master@example.com>", "x@example.net", TRUE },
+		{ "Facebook <notification+zj4o=d3h@facebookmail.com>",
+		  "x@example.net", TRUE },
+		{ "MAILER-DAEMON <>", "sender@example.com", TRUE },
+		{ "Mail Delivery Subsystem <MAILER-DAEMON>",
+		  "sender@example.com", TRUE },
+		{ "Mail Delivery Subsystem <relay@example.com>",
+		  "x@example.net", TRUE },
+		{ "<MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@"
+		  "example.com>", "x@example.net", TRUE },
+		{ "Mail Delivery Team <bob@example.com>", "x@example.net",
+		  FALSE },
+		{ "\"Postmaster, Bob\" <bob@example.com>", "x@example.net",
+		  FALSE },
+		{ "<MicrosoftExchange@example.com>", "x@example.net", FALSE },
+		{ "<notifications.bob@example.com>", "x@example.net", FALSE },
+	};
 	unsigned int i;
 
 	test_begin("looptest system");
@@ -459,14 +488,25 @@ static void test_looptest_system(void)
 				TEST_BIT(SYSTEM), i);
 	}
 	for (i = 0; i < N_ELEMENTS(people); i++) {
-		test_assert_idx(test_fired("From: noreply@example.com\n\n",
+		test_assert_idx(test_fired("From: Bob <bob@example.com>\n\n",
 					   people[i], TEST_BIT(SYSTEM)) == 0,
 				i);
+		/* From is held to the same rule */
+		test_assert_idx(test_fired(t_strdup_printf(
+			"From: %s\n\n", people[i]), "bob@example.com",
+			TEST_BIT(SYSTEM)) == 0, i);
 	}
-	/* From counts only when the envelope sender is null or unknown */
-	test_assert(test_fired("From: Mail Delivery System "
-			       "<MAILER-DAEMON@mx.example.com>\n\n", NULL,
-			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
+	for (i = 0; i < N_ELEMENTS(system); i++) {
+		test_assert_idx(test_fired(t_strdup_printf(
+			"From: %s\n\n", system[i]), "bob@example.com",
+			TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM), i);
+	}
+	for (i = 0; i < N_ELEMENTS(from_cases); i++) {
+		test_assert_idx(test_fired(t_strdup_printf(
+			"From: %s\n\n", from_cases[i].from),
+			from_cases[i].sender, TEST_BIT(SYSTEM)) ==
+			(from_cases[i].system ? TEST_BIT(SYSTEM) : 0U), i);
+	}
 	test_assert(test_fired("From: <MAILER-DAEMON@mx.example.com>\n\n", "",
 			       TEST_BIT(SYSTEM)) == TEST_BIT(SYSTEM));
 	test_assert(test_fired("From: Noreply Team <team@example.com>\n\n",
@@ -480,6 +520,78 @@ static void test_looptest_system(void)
 		    TEST_BIT(BOUNCE));
 	test_assert(test_fired("Subject: none\n\n", NULL,
 			       TEST_ALL_CHECKS) == 0);
+	test_end();
+}
+
+static void test_looptest_subjects(void)
+{
+	/* subject, From, extra headers and body, expected */
+	static const struct {
+		const char *subject, *from, *rest;
+		unsigned int fired;
+	} cases[] = {
+		/* a bounce subject needs a robot or an enclosed message */
+		{ "Returned mail: see transcript for details",
+		  "MAILER-DAEMON <>", "\n", TEST_BIT(BOUNCE) },
+		{ "failure notice", "<MAILER-DAEMON>", "\n", TEST_BIT(BOUNCE) },
+		{ "Delivery failure notification",
+		  "Symantec_AntiVirus_for_SMTP_Gateways@gw.example.com", "\n",
+		  TEST_BIT(BOUNCE) },
+		{ "Undeliverable Message", "Mail Delivery System "
+		  "<relay@example.com>", "\n", TEST_BIT(BOUNCE) },
+		{ "Undeliverable: report", "bob@example.com",
+		  "Content-Type: multipart/mixed; boundary=\"b\"\n\n"
+		  "--b\nContent-Type: text/plain\n\ntext\n"
+		  "--b\nContent-Type: message/rfc822\n\nSubject: report\n\n"
+		  "--b--\n", TEST_BIT(BOUNCE) },
+		{ "complaint about message from 192.0.2.1", "staff@example.com",
+		  "Content-Type: multipart/mixed; boundary=\"b\"\n\n"
+		  "--b\nContent-Type: text/rfc822-headers\n\nSubject: x\n\n"
+		  "--b--\n", TEST_BIT(BOUNCE) },
+		{ "Undeliverable: report", "bob@example.com", "\n", 0 },
+		{ "Returned mail: see transcript for details",
+		  "Bob <bob@example.com>", "\n", 0 },
+		/* an attachment that is not a message is no returned mail */
+		{ "Undeliverable: report", "bob@example.com",
+		  "Content-Type: multipart/mixed; boundary=\"b\"\n\n"
+		  "--b\nContent-Type: application/pdf\n\nxx\n--b--\n", 0 },
+		{ "Fwd: Returned mail: see transcript for details",
+		  "MAILER-DAEMON <>", "\n", 0 },
+		{ "Returned mailbox keys", "Mail Delivery System "
+		  "<relay@example.com>", "\n", 0 },
+		/* auto-reply tags: at the start, with their colon */
+		{ "Automatic reply: Budget", "bob@example.com", "\n",
+		  TEST_BIT(AUTOREPLY) },
+		{ "AUTO REPLY: Budget", "bob@example.com", "\n",
+		  TEST_BIT(AUTOREPLY) },
+		{ "Auto-Reply", "bob@example.com", "\n", TEST_BIT(AUTOREPLY) },
+		{ "=?UTF-8?Q?Autom=C4=81tiska_atbilde?=", "bob@example.com",
+		  "\n", TEST_BIT(AUTOREPLY) },
+		{ "=?UTF-8?Q?=D0=90=D0=B2=D1=82=D0=BE=D0=BC=D0=B0=D1=82=D0=B8=D1"
+		  "=87=D0=B5=D1=81=D0=BA=D0=B8=D0=B9_=D0=BE=D1=82=D0=B2=D0=B5=D1"
+		  "=82:_x?=", "bob@example.com", "\n", TEST_BIT(AUTOREPLY) },
+		{ "AUTO: Jane Doe is out of the office (returning 02/08/2024)",
+		  "jane@example.com", "\n", TEST_BIT(AUTOREPLY) },
+		{ "Re: your mail - please verify you are human",
+		  "bob@example.com", "\n", TEST_BIT(AUTOREPLY) },
+		{ "Auto reply not working", "bob@example.com", "\n", 0 },
+		{ "Automatic replyguy", "bob@example.com", "\n", 0 },
+		{ "Re: Automatic reply: Budget", "bob@example.com", "\n", 0 },
+		{ "Auto: Out of office next week", "bob@example.com", "\n", 0 },
+		{ "Auto: Bob is out of the office", "bob@example.com", "\n", 0 },
+		{ "Out of office next week", "bob@example.com", "\n", 0 },
+	};
+	unsigned int i, checks = TEST_BIT(BOUNCE) | TEST_BIT(AUTOREPLY);
+
+	test_begin("looptest subjects");
+	for (i = 0; i < N_ELEMENTS(cases); i++) {
+		const char *msg = t_strdup_printf(
+			"From: %s\nSubject: %s\nMIME-Version: 1.0\n%s",
+			cases[i].from, cases[i].subject, cases[i].rest);
+
+		test_assert_idx(test_fired(msg, "sender@example.com", checks) ==
+				cases[i].fired, i);
+	}
 	test_end();
 }
 
@@ -924,6 +1036,7 @@ int main(int argc, char *argv[])
 		test_looptest_headers,
 		test_looptest_addresses,
 		test_looptest_system,
+		test_looptest_subjects,
 		test_looptest_hops,
 		test_looptest_many_received,
 		test_looptest_huge_values,
