@@ -1,11 +1,16 @@
 #!/bin/sh
-# Installs the Debian 12 packages sieve-loopguard needs to build, test and
-# run its demo, skipping the ones already there.
+# Installs the Debian packages sieve-loopguard needs to build, test and
+# run its demo, skipping the ones already there. Further package names on
+# the command line are installed too (scripts/dashboard-png.sh adds its
+# plotting library this way).
+#
+# Usage: scripts/install-deps.sh [PACKAGE ...]
 set -e
 
 packages="dovecot-dev dovecot-core dovecot-sieve dovecot-lmtpd
+	dovecot-managesieved
 	liblmdb-dev lmdb-utils autoconf automake libtool pkg-config make gcc
-	faketime python3 valgrind util-linux"
+	faketime python3 valgrind util-linux $*"
 
 missing=""
 for pkg in $packages; do

@@ -189,6 +189,19 @@ int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
 	return SIEVE_EXEC_OK;
 }
 
+/* Each fired check also goes into the string list "check": a metric's
+   group_by counts every element of a list in a sub-metric of its own, so
+   a firing for "marker duplicate" counts once under each check. */
+static void
+loopguard_runtime_add_checks(struct event *event, const char *reasons)
+{
+	const char *const *checks;
+
+	for (checks = t_strsplit_spaces(reasons, " "); *checks != NULL;
+	     checks++)
+		event_strlist_append(event, "check", *checks);
+}
+
 void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 			      const struct loopguard_db_event *fired)
 {
@@ -220,6 +233,7 @@ void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 	event_add_str(event, "handle", handle);
 	event_add_str(event, "key", key);
 	event_add_str(event, "reasons", lg_event.reasons);
+	loopguard_runtime_add_checks(event, lg_event.reasons);
 	event_add_str(event, "message_id", message_id);
 	event_add_int(event, "count", lg_event.count);
 	event_add_int(event, "window", lg_event.window);

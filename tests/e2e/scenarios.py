@@ -19,7 +19,9 @@ control without loopguard that shows the examples make the difference.
 import argparse
 import base64
 import datetime
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -28,7 +30,9 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2elib import (Dovecot, Failure, Message, check, example, test_script,
-                    FIRED_RE, BAD_LOG_RE, DOMAIN, DOVECOT_24)
+                    FIRED_RE, BAD_LOG_RE, DOMAIN, DOVECOT_24, EXAMPLES,
+                    PASSWORD)
+from managesieve import ManageSieveClient
 
 SCENARIOS = []
 
@@ -1059,6 +1063,152 @@ def s_doveadm_all(ctx):
 
 
 # ---------------------------------------------------------------------------
+# The admin panels' vacation rules, and hand-kept lists, with loopguard.
+
+@scenario("admin-panel")
+def s_admin_panel(ctx):
+    """14. doc/examples/admin-panel-vacation.sieve next to the control
+    scripts/panel-vacation.sieve (the header tests panels generate today:
+    List-Id, List-Unsubscribe, no-reply in From or Sender, then vacation).
+
+    Both answer a person once and do not answer a list post (List-Id), a
+    newsletter (List-Unsubscribe only), From: no-reply@ with a VERP
+    envelope sender, or another vacation's reply (Auto-Submitted, which
+    Pigeonhole's vacation declines by itself).  Only the example leaves
+    alone a vendor auto-reply (X-Autoreply: yes), a no-reply envelope
+    sender behind a friendly From, and a delivery report relayed with a
+    real envelope sender: the control answers each (1 reply each), the
+    example none.  A VERP robot: the example answers it exactly 3 times
+    (ratelimit :count 3 per From) and the storm ends; the control is still
+    answering at the 20-round bound."""
+    ex = ctx.user("example", example("admin-panel-vacation.sieve"))
+    ctl = ctx.user("control", test_script("panel-vacation.sieve"))
+
+    def replies_to(user, msg):
+        code = user.deliver(msg)
+        check(code == 250, "%s: LMTP reply %d" % (msg.subject, code))
+        check(msg.msgid in user.stored(), "%s: not stored for %s"
+              % (msg.subject, user.address))
+        return len(ctx.new_captures())
+
+    def both(make, want_ex, want_ctl):
+        got = (replies_to(ex, make(ex)), replies_to(ctl, make(ctl)))
+        check(got == (want_ex, want_ctl),
+              "%s: example/control sent %d/%d replies, expected %d/%d"
+              % (make(ex).subject, got[0], got[1], want_ex, want_ctl))
+
+    both(lambda u: Message("Dana <dana@remote.test>", u.address, "Lunch"),
+         1, 1)
+    both(lambda u: Message("List <list@lists.remote.test>", u.address,
+                           "[users] a post", env_from="users-bounces@lists"
+                           ".remote.test",
+                           headers=[("List-Id", "<users.lists.remote.test>")]),
+         0, 0)
+    both(lambda u: Message("Shop <news@shop.remote.test>", u.address,
+                           "Our offers", env_from="bounce-7@shop.remote.test",
+                           headers=[("List-Unsubscribe",
+                                     "<mailto:unsub@shop.remote.test>")]),
+         0, 0)
+    both(lambda u: Message("Service <no-reply@svc.remote.test>", u.address,
+                           "Your invoice",
+                           env_from="b-4711@bounces.svc.remote.test"),
+         0, 0)
+    both(lambda u: Message("Erik <erik@remote.test>", u.address,
+                           "Auto: Lunch", headers=[("Auto-Submitted",
+                                                    "auto-replied")]),
+         0, 0)
+    both(lambda u: Message("Fay <fay@remote.test>", u.address,
+                           "Away: Lunch", headers=[("X-Autoreply", "yes")]),
+         0, 1)
+    both(lambda u: Message("Service <service@svc.remote.test>", u.address,
+                           "Your parcel", env_from="noreply@svc.remote.test"),
+         0, 1)
+    both(lambda u: dsn("Mail Delivery System <relay@remote.test>", u.address,
+                       env_from="relay@remote.test"), 0, 1)
+
+    r = robot_storm(ctx, ctl, verp=True, bound=20)
+    check(not r["ended"] and len(r["replies"]) == 20,
+          "control: expected the VERP robot to be answered up to the "
+          "20-round bound, got %d replies, ended=%s"
+          % (len(r["replies"]), r["ended"]))
+    r = robot_storm(ctx, ex, verp=True, bound=20)
+    check(r["ended"] and len(r["replies"]) == 3 and not r["other"],
+          "example: expected exactly 3 replies to the VERP robot and the "
+          "storm to end, got %d, ended=%s, other mail %r"
+          % (len(r["replies"]), r["ended"], r["other"]))
+    fired = ctx.fired("ratelimit", ex)
+    check(len(fired) == 1 and fired[0]["handle"] == "vacation"
+          and fired[0]["key"] == ROBOT,
+          "expected one 'ratelimit fired' line (handle vacation, key %s), "
+          "got %r" % (ROBOT, fired))
+
+
+@scenario("allow-and-block")
+def s_allow_and_block(ctx):
+    """15. doc/examples/allow-and-block.sieve: a block list (addresses and
+    a domain, in From, Sender or the envelope), then looptest, then an
+    allow-list by regular expression on the envelope sender, then
+    ratelimit :count 20 :seconds 600 :lock 1800 for everybody else.
+
+    Blocked, not stored, without any loopguard firing: From
+    pest@annoying.example, Sender alerts@old-partner.example, From
+    someone@junk-mailer.example, envelope sender bounce@junk-mailer.example
+    with a harmless From.  30 messages from ci@build.partner.example
+    (allowed by ^[^@]+@(.+\\.)?partner\\.example$) and 30 from
+    monitoring+disk@example.org: all stored, never counted (no
+    ratelimit line, no store record).  30 from
+    ci@partner.example.attacker.example (not allowed: the expression is
+    anchored): 20 stored, 10 discarded.  An allowed sender's message with
+    the user's address in X-Loop is still discarded (looptest marker).
+    A person: stored."""
+    u = ctx.user("user", example("allow-and-block.sieve"))
+    blocked = [
+        Message("Pest <pest@annoying.example>", u.address, "Buy"),
+        Message("Alerts <alerts@relay.remote.test>", u.address, "Alert",
+                headers=[("Sender", "alerts@old-partner.example")]),
+        Message("Someone <someone@junk-mailer.example>", u.address, "Hi"),
+        Message("Friendly <friendly@remote.test>", u.address, "Offer",
+                env_from="bounce@junk-mailer.example"),
+    ]
+    all_250([u.deliver(m) for m in blocked], "blocked senders")
+    same_ids(u.stored(), [], "blocked senders")
+    check(not ctx.fired(user=u), "loopguard fired for blocked senders: %r"
+          % ctx.fired(user=u))
+
+    allowed = (flood_msgs(u, 30, sender="ci@build.partner.example",
+                          tag="build")
+               + flood_msgs(u, 30, sender="monitoring+disk@example.org",
+                            tag="disk"))
+    all_250(ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in allowed]), "allowed senders")
+    same_ids(u.stored(), [m.msgid for m in allowed], "allowed senders")
+    check(not ctx.fired(user=u), "loopguard fired for allowed senders: %r"
+          % ctx.fired(user=u)[:2])
+    rc, rows, err = ctx.dc.loopguard("list", u)
+    check(rc == 0 and not rows, "allowed senders were counted: list -u "
+          "exit %d: %r %s" % (rc, rows, err.strip()))
+
+    lookalike = flood_msgs(u, 30, sender="ci@partner.example.attacker"
+                           ".example", tag="lookalike")
+    all_250(ctx.dc.deliver_many([(m.env_from, u.address, bytes(m))
+                                 for m in lookalike]), "look-alike sender")
+    loop = Message("CI <ci@build.partner.example>", u.address, "Looping",
+                   headers=[("X-Loop", u.address)])
+    person = Message("Pat <pat@remote.test>", u.address, "Hello")
+    all_250([u.deliver(loop), u.deliver(person)], "loop and person")
+    same_ids(u.stored(), [m.msgid for m in allowed + lookalike[:20]]
+             + [person.msgid], "after the look-alike flood")
+    fired = ctx.fired("ratelimit", u)
+    check(len(fired) == 10 and all(f["key"] == lookalike[0].env_from
+                                   for f in fired),
+          "expected 10 'ratelimit fired' lines for the look-alike, got %r"
+          % [(f["key"], f["count"]) for f in fired])
+    looped = ctx.fired("looptest", u)
+    check(len(looped) == 1 and "marker" in looped[0]["reasons"].split(),
+          "expected one 'looptest fired ... marker' line, got %r" % looped)
+
+
+# ---------------------------------------------------------------------------
 # Metrics: the metric blocks of doc/example-config/90-sieve-loopguard.conf,
 # used verbatim in the e2e config, counted with doveadm stats dump.
 
@@ -1086,14 +1236,16 @@ def s_metrics(ctx):
     """13. Dovecot metrics (doveadm stats dump) count the events.
 
     The e2e config has the two metric blocks of doc/example-config/
-    90-sieve-loopguard.conf, uncommented (ratelimit grouped by handle).
+    90-sieve-loopguard.conf, uncommented (ratelimit grouped by handle,
+    looptest by check).
     40 messages from one sender to discard-loops.sieve -> 10 over the
     limit; 3 messages carrying the user's address in X-Loop ->
     3 looptest firings (marker); 7 messages from one person to
     protect-vacation.sieve (:handle "vacation" :count 5) -> 2.  Exactly:
     sieve_loopguard_ratelimit +12, its sub-metrics
     sieve_loopguard_ratelimit_vacation +2 and sieve_loopguard_ratelimit_
-    (the default, empty handle) +10, sieve_loopguard_looptest +3."""
+    (the default, empty handle) +10, sieve_loopguard_looptest +3 and its
+    sub-metric by check sieve_loopguard_looptest_marker +3."""
     names = ("sieve_loopguard_ratelimit", "sieve_loopguard_looptest")
     check(all(n in ctx.dc.metrics for n in names),
           "doc/example-config/90-sieve-loopguard.conf has no commented "
@@ -1126,12 +1278,354 @@ def s_metrics(ctx):
     delta = {"sieve_loopguard_ratelimit": 12,
              "sieve_loopguard_ratelimit_vacation": 2,
              "sieve_loopguard_ratelimit_": 10,
-             "sieve_loopguard_looptest": 3}
+             "sieve_loopguard_looptest": 3,
+             "sieve_loopguard_looptest_marker": 3}
     want = {k: base.get(k, 0) + d for k, d in delta.items()}
     got = stable_stats(ctx, want)
     diff = {k: got.get(k, 0) - base.get(k, 0) for k in delta}
     check(diff == delta, "metric counts went up by %r, expected %r"
           % (diff, delta))
+
+
+# ---------------------------------------------------------------------------
+# Metrics where admins look: the stats process's OpenMetrics page.
+
+LT = "dovecot_sieve_loopguard_looptest"
+RL = "dovecot_sieve_loopguard_ratelimit"
+
+
+def loopguard_series(scrape):
+    return {k: v for k, v in scrape.items()
+            if k[0].startswith("dovecot_sieve_loopguard_")
+            and not k[0].endswith(("_duration_seconds_total",
+                                   "_duration_seconds_sum"))}
+
+
+def stable_openmetrics(ctx, want, base, timeout=5):
+    """Scrapes until every series in `want` went up by its count since
+    `base` (events reach the stats process asynchronously), then once more
+    a little later, to see it stays."""
+    deadline = time.time() + timeout
+    while True:
+        cur = ctx.dc.openmetrics()
+        if (all(cur.get(k, 0) - base.get(k, 0) == d for k, d in want.items())
+                or time.time() > deadline):
+            time.sleep(0.3)
+            return ctx.dc.openmetrics()
+        time.sleep(0.1)
+
+
+@scenario("openmetrics")
+def s_openmetrics(ctx):
+    """16. The metric blocks of the example config, served by Dovecot's
+    stats HTTP listener on 127.0.0.1 in OpenMetrics format, after a storm
+    delivered in 8 rounds.  Each round: 10 messages from one flooder
+    (doc/examples/discard-loops.sieve, :count 30), 1 with the user's address
+    in X-Loop, 1 from a person to protect-vacation.sieve (:handle
+    "vacation" :count 5), and every second round a null-sender bounce to
+    the vacation user.  The page is scraped after each round; in the end
+    the series went up by exactly:
+        dovecot_sieve_loopguard_ratelimit_count                 53
+        dovecot_sieve_loopguard_ratelimit_total{handle=""}       50
+        dovecot_sieve_loopguard_ratelimit_total{handle="vacation"} 3
+        dovecot_sieve_loopguard_looptest_count                  12
+        dovecot_sieve_loopguard_looptest_total{check="marker"}    8
+        dovecot_sieve_loopguard_looptest_total{check="bounce"}    4
+        dovecot_sieve_loopguard_looptest_total{check="system"}    4
+    (the bounces come from MAILER-DAEMON), and every check series went up by as many firings as the log lines
+    name that check.  No loopguard series carries a label other than check
+    or handle (never one per sender), although the 8 loop messages came
+    from 8 senders.  LG_OPENMETRICS_OUT=FILE keeps the scrapes as JSON
+    (scripts/dashboard-png.sh draws doc/grafana/ from them)."""
+    u = ctx.user("flooded", example("discard-loops.sieve"))
+    v = ctx.user("vacation", example("protect-vacation.sieve"))
+    base = ctx.dc.openmetrics()
+    t0 = time.time()
+    scrapes = [(0.0, loopguard_series(base))]
+    flood = flood_msgs(u, 80)
+    for r in range(8):
+        jobs = [(m.env_from, u.address, bytes(m))
+                for m in flood[r * 10:(r + 1) * 10]]
+        loop = Message("Looper <loop%d@remote.test>" % r, u.address,
+                       "Looping %d" % r, headers=[("X-Loop", u.address)])
+        person = Message("Pat <pat@remote.test>", v.address,
+                         "Question %d" % r)
+        jobs += [(loop.env_from, u.address, bytes(loop)),
+                 (person.env_from, v.address, bytes(person))]
+        if r % 2 == 1:
+            b = dsn("Mail Delivery System <MAILER-DAEMON@remote.test>",
+                    v.address, env_from="",
+                    original_to="gone%d@remote.test" % r)
+            jobs.append(("", v.address, bytes(b)))
+        all_250(ctx.dc.deliver_many(jobs), "round %d" % (r + 1))
+        time.sleep(0.2)
+        scrapes.append((time.time() - t0,
+                        loopguard_series(ctx.dc.openmetrics())))
+
+    want = {(RL + "_count", ()): 53,
+            (RL + "_total", (("handle", ""),)): 50,
+            (RL + "_total", (("handle", "vacation"),)): 3,
+            (LT + "_count", ()): 12,
+            (LT + "_total", (("check", "marker"),)): 8,
+            (LT + "_total", (("check", "bounce"),)): 4,
+            (LT + "_total", (("check", "system"),)): 4}
+    for f in ctx.fired("looptest"):
+        for c in f["reasons"].split():
+            k = (LT + "_total", (("check", c),))
+            if k not in want:
+                want[k] = sum(1 for g in ctx.fired("looptest")
+                              if c in g["reasons"].split())
+    got = stable_openmetrics(ctx, want, base)
+    scrapes.append((time.time() - t0, loopguard_series(got)))
+    out = os.environ.get("LG_OPENMETRICS_OUT")
+    if out:
+        with open(out, "w") as f:
+            json.dump([{"t": t, "series": [
+                {"name": k[0], "labels": dict(k[1]), "value": v}
+                for k, v in sorted(s.items())]} for t, s in scrapes],
+                f, indent=1)
+    diff = {k: got.get(k, 0) - base.get(k, 0) for k in want}
+    check(diff == want, "OpenMetrics series went up by %r, expected %r"
+          % (diff, want))
+    labels = {name for (_, ls) in loopguard_series(got) for name, _ in ls}
+    check(labels <= {"check", "handle"},
+          "loopguard series carry labels %r: only check and handle are "
+          "bounded" % sorted(labels))
+
+
+# ---------------------------------------------------------------------------
+# ManageSieve: what a client (Roundcube, Thunderbird's add-on, an admin
+# panel) does, against Dovecot's managesieve service.
+
+def managesieve_dovecot(ctx, label, extra=""):
+    """A second Dovecot, with ManageSieve, beside the scenarios' own."""
+    dc = Dovecot(os.path.join(ctx.dc.workdir, label), ctx.dc.builddir,
+                 managesieve=True, extra_plugin=extra,
+                 instance="loopguard-e2e-" + label)
+    dc.start()
+    return dc
+
+
+def managesieve_login(dc, user):
+    c = ManageSieveClient(dc.host, dc.managesieve_port)
+    r = c.authenticate_plain(user.address, PASSWORD)
+    check(r.ok, "AUTHENTICATE PLAIN as %s: %r" % (user.address, r))
+    return c
+
+
+def no_log_errors(dc, what):
+    bad = [l for l in dc.log_lines() if BAD_LOG_RE.search(l)]
+    check(not bad, "%s: Dovecot log has errors: %s"
+          % (what, " || ".join(bad[:3])))
+
+
+def refused(r, line, words, what):
+    """r is a NO whose message names `line` and contains `words`."""
+    check(not r.ok and r.kind == "NO", "%s: expected NO, got %r" % (what, r))
+    check(re.search(r"\bline %d\b" % line, r.text) is not None
+          and all(w in r.text for w in words),
+          "%s: the error does not name line %d and %r: %r"
+          % (what, line, words, r.text))
+
+
+BAD_SCRIPTS = {
+    "unknown-check": ('require "vnd.loopguard.looptest";\n'
+                      'if looptest :checks ["loop", "nosuch"] {\n'
+                      '    discard;\n}\n', 2, ["nosuch"]),
+    "count-string": ('require "vnd.loopguard.ratelimit";\n'
+                     'if ratelimit :count "many" {\n'
+                     '    discard;\n}\n', 2, [":count"]),
+}
+
+
+def ms_effects(ctx, dc, u):
+    """For each example script: a delivery that shows it ran ->
+    {file name: function(delivering) raising Failure}."""
+    seen = set()
+
+    def caps():
+        return dc.captures(seen)
+
+    def person(tag, subject="Hello"):
+        return Message("%s <%s@remote.test>" % (tag.title(), tag), u.address,
+                       subject)
+
+    def deliver(m):
+        check(u.deliver(m) == 250, "%s: LMTP error" % m.subject)
+
+    def discard_loops():
+        m = Message("Looper <looper@remote.test>", u.address, "Looping",
+                    headers=[("X-Loop", u.address)])
+        p = person("dl")
+        deliver(m)
+        deliver(p)
+        check(m.msgid not in u.stored() and p.msgid in u.stored(),
+              "the looping message was not discarded, or the person's lost")
+
+    def vacation_reply(tag, text):
+        def run():
+            deliver(person(tag))
+            c = caps()
+            check(len(c) == 1 and c[0].env_to == ["%s@remote.test" % tag]
+                  and text in c[0].body_text(),
+                  "expected one reply saying %r to %s@remote.test, got %r"
+                  % (text, tag, c))
+        return run
+
+    def forward():
+        deliver(person("fw"))
+        c = caps()
+        check(len(c) == 1 and c[0].env_to == ["forward-target@example.net"],
+              "expected one redirect to forward-target@example.net, got %r"
+              % c)
+
+    def thread_flood():
+        ms = [Message("Tracker <tracker@remote.test>", u.address,
+                      "Ticket #9 updated") for _ in range(3)]
+        for m in ms[1:]:
+            m.headers = [("In-Reply-To", ms[0].msgid),
+                         ("References", ms[0].msgid)]
+        for m in ms:
+            deliver(m)
+        check(u.stored("Muted") == [ms[2].msgid],
+              "Muted holds %r, expected the thread's third message"
+              % u.stored("Muted"))
+
+    def allow_and_block():
+        m = Message("Pest <pest@annoying.example>", u.address, "Buy")
+        p = person("ab")
+        deliver(m)
+        deliver(p)
+        check(m.msgid not in u.stored() and p.msgid in u.stored(),
+              "the blocked sender's message was stored, or the person's "
+              "lost")
+
+    return {
+        "discard-loops.sieve": discard_loops,
+        "protect-vacation.sieve": vacation_reply(
+            "pv", "I am away until Monday"),
+        "helpdesk.sieve": vacation_reply("hd", "Thank you for contacting"),
+        "admin-panel-vacation.sieve": vacation_reply(
+            "ap", "I am out of the office"),
+        "forward.sieve": forward,
+        "thread-flood.sieve": thread_flood,
+        "allow-and-block.sieve": allow_and_block,
+    }
+
+
+@scenario("managesieve")
+def s_managesieve(ctx):
+    """17. A ManageSieve client against Dovecot's managesieve service
+    (tests/e2e/managesieve.py, RFC 5804) on 127.0.0.1.
+
+    AUTHENTICATE PLAIN succeeds; CAPABILITY's SIEVE line lists
+    vnd.loopguard.looptest and vnd.loopguard.ratelimit.  Every script in
+    doc/examples passes CHECKSCRIPT and PUTSCRIPT verbatim (GETSCRIPT gives
+    it back unchanged).  Then, one after another, each is made active with
+    SETACTIVE (LISTSCRIPTS shows it as the only active one) and the next
+    LMTP delivery shows it ran: discard-loops drops a message with the
+    user's address in X-Loop, protect-vacation, helpdesk and
+    admin-panel-vacation send their reply, forward redirects to
+    forward-target@example.net, thread-flood files a thread's third message
+    into Muted, allow-and-block drops a blocked sender.  An example without
+    such a check here fails the scenario.  A script with an unknown check
+    name, and one with :count "many", are refused with NO by both
+    CHECKSCRIPT and PUTSCRIPT, the error naming line 2; neither is stored."""
+    dc = managesieve_dovecot(ctx, "managesieve")
+    try:
+        u = dc.user("ms-user@%s" % DOMAIN)
+        c = managesieve_login(dc, u)
+        ext = c.sieve_extensions()
+        check("vnd.loopguard.looptest" in ext
+              and "vnd.loopguard.ratelimit" in ext,
+              "SIEVE capability lacks the loopguard extensions: %r" % ext)
+        check(c.capability() == c.capabilities, "CAPABILITY differs from "
+              "the capabilities sent after AUTHENTICATE")
+
+        effects = ms_effects(ctx, dc, u)
+        names = sorted(n for n in os.listdir(EXAMPLES)
+                       if n.endswith(".sieve"))
+        untested = [n for n in names if n not in effects]
+        check(not untested, "examples without a ManageSieve check: %r"
+              % untested)
+        for n in names:
+            with open(example(n)) as f:
+                text = f.read()
+            r = c.checkscript(text)
+            check(r.ok, "CHECKSCRIPT %s: %r" % (n, r))
+            r = c.putscript(n[:-len(".sieve")], text)
+            check(r.ok, "PUTSCRIPT %s: %r" % (n, r))
+            check(c.getscript(n[:-len(".sieve")]) == text,
+                  "GETSCRIPT %s does not give the script back" % n)
+        for n in names:
+            name = n[:-len(".sieve")]
+            r = c.setactive(name)
+            check(r.ok, "SETACTIVE %s: %r" % (name, r))
+            active = [s for s, a in c.listscripts() if a]
+            check(active == [name], "LISTSCRIPTS: active %r, expected %s"
+                  % (active, name))
+            try:
+                effects[n]()
+            except Failure as e:
+                raise Failure("%s, active over ManageSieve: %s" % (n, e))
+
+        for name, (text, line, words) in sorted(BAD_SCRIPTS.items()):
+            refused(c.checkscript(text), line, words, "CHECKSCRIPT " + name)
+            refused(c.putscript(name, text), line, words,
+                    "PUTSCRIPT " + name)
+        stored = [s for s, _ in c.listscripts()]
+        check(not set(BAD_SCRIPTS) & set(stored),
+              "refused scripts were stored: %r" % stored)
+        c.logout()
+        no_log_errors(dc, "managesieve Dovecot")
+    finally:
+        dc.stop()
+
+
+@scenario("managesieve-disabled")
+def s_managesieve_disabled(ctx):
+    """18. vnd.loopguard.looptest disabled through sieve_extensions (2.3:
+    sieve_extensions = -vnd.loopguard.looptest; 2.4: set to no in the
+    sieve_extensions list), in a Dovecot of its own: CAPABILITY's SIEVE
+    line lacks vnd.loopguard.looptest and still lists
+    vnd.loopguard.ratelimit; discard-loops.sieve is refused by CHECKSCRIPT
+    and PUTSCRIPT with NO naming line 25 (its require) and the extension;
+    the unknown-check script too (line 1); thread-flood.sieve, which needs
+    only ratelimit, is accepted, activated and files a thread's third
+    message into Muted."""
+    if DOVECOT_24:
+        extra = "sieve_extensions {\n  vnd.loopguard.looptest = no\n}\n"
+    else:
+        extra = "  sieve_extensions = -vnd.loopguard.looptest\n"
+    dc = managesieve_dovecot(ctx, "managesieve-off", extra)
+    try:
+        u = dc.user("ms-off@%s" % DOMAIN)
+        c = managesieve_login(dc, u)
+        ext = c.sieve_extensions()
+        check("vnd.loopguard.looptest" not in ext
+              and "vnd.loopguard.ratelimit" in ext,
+              "SIEVE capability with looptest disabled: %r" % ext)
+        with open(example("discard-loops.sieve")) as f:
+            text = f.read()
+        line = text[:re.search(r"^require", text, re.M).start()].count(
+            "\n") + 1
+        for cmd in (c.checkscript, lambda t: c.putscript("dl", t)):
+            refused(cmd(text), line, ["vnd.loopguard.looptest"],
+                    "discard-loops.sieve without looptest")
+        text, _, _ = BAD_SCRIPTS["unknown-check"]
+        refused(c.putscript("unknown-check", text), 1,
+                ["vnd.loopguard.looptest"], "unknown-check without looptest")
+        with open(example("thread-flood.sieve")) as f:
+            r = c.putscript("tf", f.read())
+        check(r.ok, "PUTSCRIPT thread-flood.sieve: %r" % r)
+        check(c.setactive("tf").ok, "SETACTIVE tf failed")
+        check([s for s, _ in c.listscripts()] == ["tf"],
+              "LISTSCRIPTS: %r" % c.listscripts())
+        c.logout()
+        ms_effects(ctx, dc, u)["thread-flood.sieve"]()
+        no_log_errors(dc, "managesieve Dovecot without looptest")
+    finally:
+        dc.stop()
 
 
 # ---------------------------------------------------------------------------
