@@ -22,6 +22,9 @@ packages="dovecot-dev dovecot-core dovecot-sieve dovecot-lmtpd
 	dovecot-managesieved
 	liblmdb-dev lmdb-utils autoconf automake libtool pkg-config make gcc
 	faketime python3 valgrind util-linux $*"
+# valgrind needs the C library's symbols to apply its suppressions for the
+# dynamic loader; without them every dlopen() is reported as an error.
+packages="$packages libc6-dbg"
 
 missing=""
 for pkg in $packages; do
