@@ -83,6 +83,7 @@ for test in "$builddir"/tests/unit/test-*; do
 	run_unit "$test" ""
 	if [ "$valgrind" = yes ]; then
 		run_unit "$test" " (valgrind)" valgrind -q \
+			--suppressions="$srcdir/tests/valgrind.supp" \
 			--error-exitcode=213 --leak-check=full \
 			--errors-for-leak-kinds=definite
 	fi
