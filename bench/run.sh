@@ -12,11 +12,14 @@ echo
 "$builddir/bench/bench-ratelimit" "$statedir"
 echo
 "$builddir/bench/bench-full-store" "$statedir"
-# Real-Dovecot delivery benchmarks: need root (exit 77, SKIP, otherwise)
+# Real-Dovecot delivery benchmarks: need root (exit 77, SKIP, otherwise),
+# with the built modules staged as for the tests (tests/lib/stage.sh)
+. "$srcdir/tests/lib/stage.sh"
 rc=0
 for b in bench-delivery-overhead bench-vs-duplicate; do
 	echo
-	"$srcdir/bench/$b" --builddir "$builddir" || {
+	lg_stage_exec "$builddir" \
+		"$srcdir/bench/$b" --builddir "$builddir" || {
 		s=$?
 		[ $s = 77 ] || rc=$s
 	}
