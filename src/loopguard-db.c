@@ -515,6 +515,39 @@ loopguard_db_map_full_error(struct loopguard_db *db, const char *func_name,
 	return at_limit ? LOOPGUARD_DB_FULL : -1;
 }
 
+/* Pages kept free in the map for the delivery's commit: LMDB saves the
+   pages the transaction freed into its free list only then, and that takes
+   pages of its own. A commit that fails on MDB_MAP_FULL loses every change
+   of the delivery, so a change that would leave less room than this is
+   refused as the store being full while the delivery is still running. */
+#define LOOPGUARD_DB_COMMIT_RESERVE_PAGES 8
+#define LOOPGUARD_DB_META_COMMIT_RESERVE "commit-reserve"
+
+/* Tries to take the commit's reserve in a transaction nested in txn and
+   gives it back: returns 0 when there is room, MDB_MAP_FULL when not. An
+   aborted nested transaction leaves its parent's pages as they were. */
+static int
+loopguard_db_commit_reserve_check(struct loopguard_db_env *env, MDB_txn *txn,
+				  const char **func_r)
+{
+	MDB_txn *probe;
+	MDB_val k, v;
+	int rc;
+
+	*func_r = "mdb_txn_begin";
+	if ((rc = mdb_txn_begin(env->env, txn, 0, &probe)) != 0)
+		return rc;
+	k.mv_data = LOOPGUARD_DB_META_COMMIT_RESERVE;
+	k.mv_size = strlen(LOOPGUARD_DB_META_COMMIT_RESERVE);
+	v.mv_data = NULL;
+	v.mv_size = LOOPGUARD_DB_COMMIT_RESERVE_PAGES *
+		loopguard_db_page_size();
+	*func_r = "mdb_put";
+	rc = mdb_put(probe, env->meta_dbi, &k, &v, MDB_RESERVE);
+	mdb_txn_abort(probe);
+	return rc;
+}
+
 /* One change inside the delivery's transaction, as a nested transaction,
    so that a change that fails is undone alone and the delivery's earlier
    changes stay. The map cannot grow while a transaction is open: on
@@ -543,6 +576,10 @@ loopguard_db_delivery_write(struct loopguard_db *db, time_t now,
 		rc = mdb_txn_begin(env->env, delivery->txn, 0, &txn);
 		if (rc == 0) {
 			rc = func(db, txn, context, &func_name);
+			if (rc == 0) {
+				rc = loopguard_db_commit_reserve_check(
+					env, txn, &func_name);
+			}
 			if (rc != 0)
 				mdb_txn_abort(txn);
 			else {

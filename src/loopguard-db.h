@@ -136,7 +136,9 @@ int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
    on any handle of the same file in this process run inside it: lookups
    see its changes, and changes become visible to others and durable only
    at loopguard_db_delivery_commit(), with one flush. A change that fails
-   is undone alone; the delivery's others stay.
+   is undone alone; the delivery's others stay. A change that would leave
+   too little room in the map for the commit itself fails as the map being
+   full (LOOPGUARD_DB_FULL at the limit), so that the commit does not.
 
    It holds LMDB's writer lock of the file from begin to commit or abort,
    so other deliveries for the same user wait for it, and a process that
