@@ -105,6 +105,10 @@ struct loopguard_db_env {
 	uoff_t known_size;
 	/* where the next search for room in a full map goes on */
 	buffer_t *room_position;
+	/* The delivery transaction open on this file in this process: every
+	   read and write of any handle goes into it, as a second write
+	   transaction of this process would wait for the first for ever. */
+	struct loopguard_db_delivery *delivery;
 };
 
 /* Larger than the lock table LMDB sizes for its default 126 readers. */
@@ -120,6 +124,17 @@ static bool loopguard_db_idle_allowed = FALSE;
 struct loopguard_db {
 	struct loopguard_db_env *env;
 	unsigned int log_size;
+};
+
+struct loopguard_db_delivery {
+	struct loopguard_db *db;
+	/* NULL when it could not be begun again after MDB_MAP_FULL, or the
+	   environment broke: the delivery then only fails */
+	MDB_txn *txn;
+	/* a change is in txn: starting txn afresh would lose it */
+	bool written:1;
+	/* the map was too small for a change: grow it once txn ended */
+	bool grow:1;
 };
 
 /* Runs inside a write transaction. Returns 0 or an MDB error code, with
@@ -215,6 +230,10 @@ static void loopguard_db_env_shut(struct loopguard_db_env *env)
 {
 	env->broken = TRUE;
 	loopguard_db_env_unregister(env);
+	if (env->delivery != NULL && env->delivery->txn != NULL) {
+		mdb_txn_abort(env->delivery->txn);
+		env->delivery->txn = NULL;
+	}
 	if (env->env != NULL) {
 		mdb_env_close(env->env);
 		env->env = NULL;
@@ -473,6 +492,130 @@ static int
 loopguard_db_make_room(struct loopguard_db *db, time_t now,
 		       const char **func_r);
 
+/* The error for MDB_MAP_FULL that purging and growing did not cure.
+   Returns LOOPGUARD_DB_FULL when the map is at its limit, else -1. */
+static int
+loopguard_db_map_full_error(struct loopguard_db *db, const char *func_name,
+			    const char *extra, const char **error_r)
+{
+	MDB_envinfo info;
+	bool at_limit;
+
+	if (mdb_env_info(db->env->env, &info) != 0)
+		info.me_mapsize = 0;
+	/* Below the limit the map could not grow (address space?), or one
+	   retry was not enough: the next try may succeed. */
+	at_limit = info.me_mapsize >= db->env->soft_map_size;
+	*error_r = t_strdup_printf(
+		"loopguard db %s: %s failed: %s (map size %zu, limit %zu, "
+		"even after purging expired records%s%s)",
+		db->env->path, func_name, mdb_strerror(MDB_MAP_FULL),
+		info.me_mapsize, db->env->hard_map_size,
+		at_limit ? ": the store is full of live records" : "", extra);
+	return at_limit ? LOOPGUARD_DB_FULL : -1;
+}
+
+/* Pages kept free in the map for the delivery's commit: LMDB saves the
+   pages the transaction freed into its free list only then, and that takes
+   pages of its own. A commit that fails on MDB_MAP_FULL loses every change
+   of the delivery, so a change that would leave less room than this is
+   refused as the store being full while the delivery is still running. */
+#define LOOPGUARD_DB_COMMIT_RESERVE_PAGES 8
+#define LOOPGUARD_DB_META_COMMIT_RESERVE "commit-reserve"
+
+/* Tries to take the commit's reserve in a transaction nested in txn and
+   gives it back: returns 0 when there is room, MDB_MAP_FULL when not. An
+   aborted nested transaction leaves its parent's pages as they were. */
+static int
+loopguard_db_commit_reserve_check(struct loopguard_db_env *env, MDB_txn *txn,
+				  const char **func_r)
+{
+	MDB_txn *probe;
+	MDB_val k, v;
+	int rc;
+
+	*func_r = "mdb_txn_begin";
+	if ((rc = mdb_txn_begin(env->env, txn, 0, &probe)) != 0)
+		return rc;
+	k.mv_data = LOOPGUARD_DB_META_COMMIT_RESERVE;
+	k.mv_size = strlen(LOOPGUARD_DB_META_COMMIT_RESERVE);
+	v.mv_data = NULL;
+	v.mv_size = LOOPGUARD_DB_COMMIT_RESERVE_PAGES *
+		loopguard_db_page_size();
+	*func_r = "mdb_put";
+	rc = mdb_put(probe, env->meta_dbi, &k, &v, MDB_RESERVE);
+	mdb_txn_abort(probe);
+	return rc;
+}
+
+/* One change inside the delivery's transaction, as a nested transaction,
+   so that a change that fails is undone alone and the delivery's earlier
+   changes stay. The map cannot grow while a transaction is open: on
+   MDB_MAP_FULL before the delivery changed anything, its transaction is
+   begun afresh after making room; after that, the change fails and the
+   map grows once the delivery's transaction has ended. */
+static int
+loopguard_db_delivery_write(struct loopguard_db *db, time_t now,
+			    loopguard_db_txn_func_t *func, void *context,
+			    const char **error_r)
+{
+	struct loopguard_db_env *env = db->env;
+	struct loopguard_db_delivery *delivery = env->delivery;
+	const char *func_name = "mdb_txn_begin";
+	bool retried = FALSE;
+	MDB_txn *txn;
+	int rc;
+
+	for (;;) {
+		if (delivery->txn == NULL) {
+			*error_r = t_strdup_printf(
+				"loopguard db %s: the delivery's transaction "
+				"ended after an error", env->path);
+			return -1;
+		}
+		rc = mdb_txn_begin(env->env, delivery->txn, 0, &txn);
+		if (rc == 0) {
+			rc = func(db, txn, context, &func_name);
+			if (rc == 0) {
+				rc = loopguard_db_commit_reserve_check(
+					env, txn, &func_name);
+			}
+			if (rc != 0)
+				mdb_txn_abort(txn);
+			else {
+				func_name = "mdb_txn_commit";
+				rc = mdb_txn_commit(txn);
+			}
+		}
+		if (rc == 0) {
+			delivery->written = TRUE;
+			return 0;
+		}
+		if (rc != MDB_MAP_FULL || delivery->written || retried)
+			break;
+		retried = TRUE;
+		mdb_txn_abort(delivery->txn);
+		delivery->txn = NULL;
+		rc = loopguard_db_make_room(db, now, &func_name);
+		if (rc != 0 && rc != MDB_MAP_FULL)
+			break;
+		func_name = "mdb_txn_begin";
+		rc = loopguard_db_txn_begin(env, TRUE, &delivery->txn);
+		if (rc != 0) {
+			delivery->txn = NULL;
+			break;
+		}
+	}
+	if (rc == MDB_MAP_FULL) {
+		delivery->grow = TRUE;
+		return loopguard_db_map_full_error(db, func_name,
+			delivery->written ?
+			"; the map grows after this delivery" : "", error_r);
+	}
+	*error_r = loopguard_db_failed(env, func_name, rc);
+	return -1;
+}
+
 /* A write transaction with the map handling: MDB_MAP_RESIZED adopts the
    new size, MDB_MAP_FULL purges, grows and retries once. A func that only
    deletes may then also use the reserve. func may run more than once, so
@@ -487,6 +630,9 @@ loopguard_db_write(struct loopguard_db *db, time_t now, bool deletes_only,
 	bool retried = FALSE, reserved = FALSE;
 	int rc;
 
+	if (db->env->delivery != NULL)
+		return loopguard_db_delivery_write(db, now, func, context,
+						   error_r);
 	for (;;) {
 		rc = loopguard_db_write_once(db, func, context, &func_name);
 		if (rc != MDB_MAP_FULL)
@@ -510,23 +656,8 @@ loopguard_db_write(struct loopguard_db *db, time_t now, bool deletes_only,
 		loopguard_db_env_note_file(db->env);
 		return 0;
 	}
-	if (rc == MDB_MAP_FULL) {
-		MDB_envinfo info;
-		bool at_limit;
-
-		if (mdb_env_info(db->env->env, &info) != 0)
-			info.me_mapsize = 0;
-		/* Below the limit the map could not grow (address space?),
-		   or one retry was not enough: the next try may succeed. */
-		at_limit = info.me_mapsize >= db->env->soft_map_size;
-		*error_r = t_strdup_printf(
-			"loopguard db %s: %s failed: %s (map size %zu, "
-			"limit %zu, even after purging expired records%s)",
-			db->env->path, func_name, mdb_strerror(rc),
-			info.me_mapsize, db->env->hard_map_size,
-			at_limit ? ": the store is full of live records" : "");
-		return at_limit ? LOOPGUARD_DB_FULL : -1;
-	}
+	if (rc == MDB_MAP_FULL)
+		return loopguard_db_map_full_error(db, func_name, "", error_r);
 	*error_r = loopguard_db_failed(db->env, func_name, rc);
 	return -1;
 }
@@ -1402,6 +1533,9 @@ void loopguard_db_close(struct loopguard_db **_db)
 	*_db = NULL;
 
 	env = db->env;
+	/* its owner ends a delivery before closing its handle */
+	i_assert(env->delivery == NULL || env->delivery->db != db ||
+		 env->pid != getpid());
 	i_free(db);
 	i_assert(env->refcount > 0);
 	if (--env->refcount > 0)
@@ -1413,6 +1547,130 @@ void loopguard_db_close(struct loopguard_db **_db)
 		loopguard_db_env_free(&env);
 	else
 		loopguard_db_env_make_idle(env);
+}
+
+/*
+ * Delivery transactions
+ */
+
+/* Free pages a delivery may take without growing the map. */
+#define LOOPGUARD_DB_DELIVERY_HEADROOM_PAGES 128
+
+/* LMDB copies every page it changes, and the map cannot grow while the
+   delivery's transaction is open: grow it first when it is nearly full. */
+static void loopguard_db_delivery_headroom(struct loopguard_db_env *env)
+{
+	MDB_envinfo info;
+	size_t used, page_size = loopguard_db_page_size();
+
+	if (mdb_env_info(env->env, &info) != 0)
+		return;
+	used = (info.me_last_pgno + 1) * page_size;
+	if (used + LOOPGUARD_DB_DELIVERY_HEADROOM_PAGES * page_size >
+	    info.me_mapsize)
+		(void)loopguard_db_grow(env);
+}
+
+int loopguard_db_delivery_begin(struct loopguard_db *db,
+				struct loopguard_db_delivery **delivery_r,
+				const char **error_r)
+{
+	struct loopguard_db_env *env = db->env;
+	struct loopguard_db_delivery *delivery;
+	MDB_txn *txn;
+	int rc;
+
+	*delivery_r = NULL;
+	if (loopguard_db_check(db, error_r) < 0)
+		return -1;
+	if (env->delivery != NULL) {
+		/* LMDB's writer lock is not recursive: this would wait for
+		   itself for ever */
+		*error_r = t_strdup_printf(
+			"loopguard db %s: a delivery transaction is already "
+			"open in this process", env->path);
+		return -1;
+	}
+	loopguard_db_delivery_headroom(env);
+	if ((rc = loopguard_db_txn_begin(env, TRUE, &txn)) != 0) {
+		*error_r = loopguard_db_failed(env, "mdb_txn_begin", rc);
+		return -1;
+	}
+	delivery = i_new(struct loopguard_db_delivery, 1);
+	delivery->db = db;
+	delivery->txn = txn;
+	env->delivery = delivery;
+	*delivery_r = delivery;
+	return 0;
+}
+
+static void loopguard_db_delivery_end(struct loopguard_db_delivery **_delivery)
+{
+	struct loopguard_db_delivery *delivery = *_delivery;
+	struct loopguard_db_env *env = delivery->db->env;
+
+	*_delivery = NULL;
+	i_assert(env->delivery == delivery);
+	env->delivery = NULL;
+	/* no transaction of this process is open now */
+	if (delivery->grow && !env->broken)
+		(void)loopguard_db_grow(env);
+	i_free(delivery);
+}
+
+int loopguard_db_delivery_commit(struct loopguard_db_delivery **_delivery,
+				 const char **error_r)
+{
+	struct loopguard_db_delivery *delivery = *_delivery;
+	struct loopguard_db_env *env = delivery->db->env;
+	MDB_txn *txn = delivery->txn;
+	int rc, ret = 0;
+
+	delivery->txn = NULL;
+	if (env->pid != getpid()) {
+		/* the parent's: only the parent may end it */
+		*error_r = t_strdup_printf("loopguard db %s: delivery "
+			"transaction of the parent used after fork()",
+			env->path);
+		*_delivery = NULL;
+		return -1;
+	}
+	if (txn == NULL) {
+		*error_r = t_strdup_printf("loopguard db %s: the delivery's "
+			"transaction ended after an error", env->path);
+		ret = -1;
+	} else if (!delivery->written) {
+		/* nothing changed: no commit, no flush */
+		mdb_txn_abort(txn);
+	} else if ((rc = mdb_txn_commit(txn)) != 0) {
+		/* a failed commit frees the transaction too */
+		if (rc == MDB_MAP_FULL)
+			delivery->grow = TRUE;
+		*error_r = loopguard_db_failed(env, "mdb_txn_commit", rc);
+		ret = -1;
+	} else {
+		loopguard_db_env_note_file(env);
+	}
+	loopguard_db_delivery_end(_delivery);
+	return ret;
+}
+
+void loopguard_db_delivery_abort(struct loopguard_db_delivery **_delivery)
+{
+	struct loopguard_db_delivery *delivery = *_delivery;
+	struct loopguard_db_env *env;
+
+	if (delivery == NULL)
+		return;
+	env = delivery->db->env;
+	if (env->pid != getpid()) {
+		*_delivery = NULL;
+		return;
+	}
+	if (delivery->txn != NULL)
+		mdb_txn_abort(delivery->txn);
+	delivery->txn = NULL;
+	loopguard_db_delivery_end(_delivery);
 }
 
 /*
@@ -1589,7 +1847,16 @@ int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
 	db_key = t_buffer_create(128);
 	loopguard_db_key_build(env, kind, handle, strlen(handle),
 			       key, strlen(key), db_key);
-	rc = loopguard_db_txn_begin(env, FALSE, &txn);
+	if (env->delivery == NULL)
+		rc = loopguard_db_txn_begin(env, FALSE, &txn);
+	else if ((txn = env->delivery->txn) == NULL) {
+		*error_r = t_strdup_printf("loopguard db %s: the delivery's "
+			"transaction ended after an error", env->path);
+		return -1;
+	} else {
+		/* the delivery sees its own changes */
+		rc = 0;
+	}
 	if (rc == 0) {
 		func = "mdb_get";
 		k.mv_data = (void *)db_key->data;
@@ -1612,7 +1879,8 @@ int loopguard_db_lookup(struct loopguard_db *db, enum loopguard_db_kind kind,
 		}
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
-		mdb_txn_abort(txn);
+		if (env->delivery == NULL)
+			mdb_txn_abort(txn);
 	}
 	loopguard_db_unreadable_log_handle(env, handle, &unreadable);
 	if (rc != 0) {

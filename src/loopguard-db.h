@@ -129,6 +129,38 @@ int loopguard_db_update(struct loopguard_db *db, enum loopguard_db_kind kind,
 			loopguard_db_update_callback_t *callback,
 			void *context, const char **error_r);
 
+/* One delivery's transaction: every test of every script of one delivery
+   reads and changes the store in one LMDB write transaction, which is
+   committed once after the delivery's actions ran, or aborted. While it
+   is open, loopguard_db_update(), _lookup(), _delete() and _log_append()
+   on any handle of the same file in this process run inside it: lookups
+   see its changes, and changes become visible to others and durable only
+   at loopguard_db_delivery_commit(), with one flush. A change that fails
+   is undone alone; the delivery's others stay. A change that would leave
+   too little room in the map for the commit itself fails as the map being
+   full (LOOPGUARD_DB_FULL at the limit), so that the commit does not.
+
+   It holds LMDB's writer lock of the file from begin to commit or abort,
+   so other deliveries for the same user wait for it, and a process that
+   dies with it open leaves nothing of it behind (LMDB's lock is robust).
+   It must therefore end on every path, and must not be left open while
+   waiting for anything that may wait for another delivery of the user.
+   A process that forked with it open must not end it in the child.
+
+   At most one is open per file and process: a second begin fails.
+   Returns 0, or -1 with error_r set. */
+struct loopguard_db_delivery;
+int loopguard_db_delivery_begin(struct loopguard_db *db,
+				struct loopguard_db_delivery **delivery_r,
+				const char **error_r);
+/* Commits the delivery's changes (nothing is written, and nothing
+   flushed, when there were none) and ends it. Returns 0, or -1 when the
+   commit failed: the changes are lost then. */
+int loopguard_db_delivery_commit(struct loopguard_db_delivery **delivery,
+				 const char **error_r);
+/* Drops the delivery's changes and ends it. NULL is allowed. */
+void loopguard_db_delivery_abort(struct loopguard_db_delivery **delivery);
+
 /* With TRUE, a store whose last handle is closed stays open for the next
    open of the same file in this process (a few of them, least recently
    used closed first). Only for a caller that is never unloaded while the

@@ -17,6 +17,8 @@
 #include "sieve-interpreter.h"
 #include "sieve-runtime.h"
 #include "sieve-execute.h"
+#include "sieve-actions.h"
+#include "sieve-result.h"
 #include "sieve-message.h"
 #include "sieve-ext-variables.h"
 
@@ -93,6 +95,7 @@ loopguard_context_load(const struct sieve_extension *ext, void **context)
 		return LOOPGUARD_EXT_LOAD_FAILED;
 	}
 	ctx->var_ext = loopguard_variables_extension(svinst);
+	ctx->event = svinst->event;
 	*context = ctx;
 	return LOOPGUARD_EXT_LOAD_OK;
 }
@@ -106,6 +109,9 @@ void loopguard_context_unload(const struct sieve_extension *ext)
 	i_assert(ctx->refcount > 0);
 	if (--ctx->refcount > 0)
 		return;
+	/* a result that was never executed (sieve-test without -e, a
+	   failure before the actions) ends here, without its changes */
+	loopguard_db_delivery_abort(&ctx->delivery);
 	if (ctx->db != NULL)
 		loopguard_db_close(&ctx->db);
 	pool_unref(&ctx->pool);
@@ -148,6 +154,86 @@ int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
 	return SIEVE_EXEC_OK;
 }
 
+/*
+ * The delivery's store transaction
+ */
+
+static void
+loopguard_delivery_end(struct loopguard_context *ctx, bool success,
+		       struct event *event)
+{
+	const char *error;
+
+	ctx->delivery_result = NULL;
+	if (ctx->delivery == NULL)
+		return;
+	if (!success)
+		loopguard_db_delivery_abort(&ctx->delivery);
+	else if (loopguard_db_delivery_commit(&ctx->delivery, &error) < 0) {
+		/* The mail is delivered; only its state is lost. */
+		e_warning(event, "loopguard: failed to record the "
+			  "delivery's state: %s", error);
+	}
+}
+
+/* Prints, in sieve-test without -e, the result that is not executed: its
+   simulated delivery, which commits like a real one so that repeated
+   runs see each other's state. */
+static void
+act_loopguard_commit_print(const struct sieve_action *action,
+			   const struct sieve_result_print_env *rpenv,
+			   bool *keep ATTR_UNUSED)
+{
+	struct loopguard_context *ctx = action->context;
+
+	sieve_result_action_printf(rpenv, "record loopguard state");
+	loopguard_delivery_end(ctx, TRUE, ctx->event);
+}
+
+/* Runs once all actions of all scripts of the delivery have been
+   committed (or failed): status tells whether the delivery succeeded. */
+static void
+act_loopguard_commit_finish(const struct sieve_action_exec_env *aenv,
+			    void *tr_context ATTR_UNUSED, int status)
+{
+	struct loopguard_context *ctx = aenv->action->context;
+
+	if (ctx->delivery_result != aenv->result)
+		return;
+	loopguard_delivery_end(ctx, status == SIEVE_EXEC_OK, aenv->event);
+}
+
+static const struct sieve_action_def act_loopguard_commit = {
+	.name = "loopguard_commit",
+	.print = act_loopguard_commit_print,
+	.finish = act_loopguard_commit_finish,
+};
+
+/* Begins the delivery's store transaction at its first use of the store.
+   All scripts of a delivery share its result, so one transaction spans
+   sieve_before, the user's script and sieve_after. */
+static int
+loopguard_delivery_begin(const struct sieve_runtime_env *renv,
+			 struct loopguard_context *ctx, const char **error_r)
+{
+	if (ctx->delivery != NULL && ctx->delivery_result == renv->result)
+		return 0;
+	/* left by a result that was never executed */
+	loopguard_db_delivery_abort(&ctx->delivery);
+	if (loopguard_db_delivery_begin(ctx->db, &ctx->delivery,
+					error_r) < 0)
+		return -1;
+	ctx->delivery_result = renv->result;
+	if (sieve_result_add_action(renv, renv->oprtn->ext, NULL,
+				    &act_loopguard_commit, NULL, ctx,
+				    0, FALSE) < 0) {
+		loopguard_delivery_end(ctx, FALSE, renv->event);
+		*error_r = "failed to add the action that records the state";
+		return -1;
+	}
+	return 0;
+}
+
 static int
 loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
 			  struct loopguard_db **db_r, const char **error_r)
@@ -173,6 +259,8 @@ loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
 		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)
 			return -1;
 	}
+	if (loopguard_delivery_begin(renv, ctx, error_r) < 0)
+		return -1;
 	*db_r = ctx->db;
 	return 0;
 }

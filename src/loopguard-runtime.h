@@ -27,6 +27,13 @@ struct loopguard_context {
 	const struct sieve_extension *var_ext;
 	/* opened on first use, closed when the extension unloads */
 	struct loopguard_db *db;
+	/* The store transaction of the delivery whose result is
+	   delivery_result: begun at its first use of the store, committed
+	   when the result's actions have succeeded, aborted otherwise. */
+	struct loopguard_db_delivery *delivery;
+	const struct sieve_result *delivery_result;
+	/* the Sieve instance's, for what is logged outside a test */
+	struct event *event;
 };
 
 /* For an extension's load/unload callbacks. Loading fails when the
@@ -36,7 +43,9 @@ loopguard_context_load(const struct sieve_extension *ext, void **context);
 void loopguard_context_unload(const struct sieve_extension *ext);
 
 /* Returns SIEVE_EXEC_OK with *db_r set, or the result of
-   loopguard_runtime_store_error() with *db_r NULL. */
+   loopguard_runtime_store_error() with *db_r NULL. The delivery's store
+   transaction is open then: everything done on *db_r becomes durable, in
+   one commit, only when the delivery has succeeded. */
 int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
 			     const char *test, struct loopguard_db **db_r);
 

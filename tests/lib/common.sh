@@ -166,6 +166,23 @@ lg_deliver()
 	LG_RC=$?
 }
 
+# Runs sieve-test -e into a mailbox under a directory the user cannot
+# write, so that the delivery fails after the script ran:
+# lg_deliver_failing DIR SCRIPT MESSAGE [sieve-test options]
+# Output goes to $LG_OUT.
+lg_deliver_failing()
+{
+	local dir=$1 script=$2 msg=$3
+	shift 3
+	mkdir -p "$LG_DIR/$dir"
+	chown "$LG_USER" "$LG_DIR/$dir"
+	chmod 0500 "$LG_DIR/$dir"
+	LG_OUT=$(cd "$LG_DIR" && runuser -u "$LG_USER" -- sieve-test \
+		-c "$LG_DIR/dovecot.conf" $LG_LOAD -e "$@" \
+		$(lg_mail_opt "$LG_DIR/$dir/mail") \
+		"$LG_DIR/$script" "$LG_DIR/msgs/$msg" 2>&1)
+}
+
 # Writes a Sieve script into the scratch directory.
 lg_script()
 {

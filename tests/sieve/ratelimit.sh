@@ -34,6 +34,23 @@ lg_check "over-limit messages are counted too" "Over" "$(lg_outcome)"
 lg_deliver limit.sieve w6 "$(lg_at 131)" -f sender@example.com
 lg_check "false again once the window has passed" "Under" "$(lg_outcome)"
 
+LG_SCENARIO="failed delivery"
+# A delivery that fails after ratelimit counted is not counted: the
+# store's transaction commits only when the delivery succeeded.
+lg_script limit1.sieve <<'SIEVE'
+require ["vnd.loopguard.ratelimit", "fileinto", "mailbox"];
+if ratelimit :count 1 :seconds 600 { fileinto :create "Over"; stop; }
+fileinto :create "Under";
+SIEVE
+for i in 1 2 3; do msg "fd$i" "failing@example.com"; done
+lg_deliver_failing ro-rl limit1.sieve fd1 -f failing@example.com
+lg_check_match "a delivery into an unwritable mailbox fails" \
+	"failed|error" "$LG_OUT"
+lg_deliver limit1.sieve fd2 "" -f failing@example.com -e
+lg_check "the failed delivery was not counted" "Under" "$(lg_outcome)"
+lg_deliver limit1.sieve fd3 "" -f failing@example.com -e
+lg_check "a delivery that succeeded was" "Over" "$(lg_outcome)"
+
 LG_SCENARIO="count 0"
 lg_script off.sieve <<'SIEVE'
 require ["vnd.loopguard.ratelimit", "fileinto"];
@@ -432,6 +449,10 @@ lg_check "full store: not deferred, the script goes on" "After" \
 	"$(lg_outcome)"
 lg_check_match "full store: the administrator is told" \
 	"Warning: .*ratelimit test: loopguard state is full" "$LG_OUT"
+# The delivery's one commit needs pages of its own: the store is full
+# while there is still room for it, so what fitted is recorded.
+lg_check "full store: the delivery's commit succeeds" 0 \
+	"$(printf '%s\n' "$LG_OUT" | grep -c 'failed to record')"
 
 # A full disk: the store lives on a tiny file system that is already full.
 # The delivery must not fail for it: the test is false and the script goes

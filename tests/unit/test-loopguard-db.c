@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 
 #define TEST_NOW 1000000
@@ -1551,6 +1552,214 @@ static void test_concurrency(void)
 	test_end();
 }
 
+static struct loopguard_db_delivery *test_begin_delivery(struct loopguard_db *db)
+{
+	struct loopguard_db_delivery *delivery;
+	const char *error;
+
+	if (loopguard_db_delivery_begin(db, &delivery, &error) < 0)
+		i_fatal("loopguard_db_delivery_begin(): %s", error);
+	return delivery;
+}
+
+/* A forked child's view: what other processes see, committed only. */
+static int test_child_sees(const struct loopguard_db_settings *set,
+			   const char *key)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		struct loopguard_db *child_db;
+		const char *error, *payload;
+		int ret;
+
+		if (loopguard_db_open(set, &child_db, &error) < 0)
+			_exit(3);
+		ret = test_get(child_db, "", key, TEST_NOW, &payload);
+		loopguard_db_close(&child_db);
+		_exit(ret < 0 ? 2 : ret);
+	}
+	return test_wait_child(pid);
+}
+
+static void test_delivery(void)
+{
+	struct loopguard_db_settings set = test_settings("delivery");
+	struct loopguard_db *db = test_open(&set), *db2;
+	struct loopguard_db_delivery *delivery, *second;
+	const char *error, *payload;
+
+	test_begin("loopguard db delivery: one transaction, commit or abort");
+	delivery = test_begin_delivery(db);
+	test_assert(test_put(db, "", "a", "1", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	/* the delivery sees its own change at once */
+	test_assert(test_get(db, "", "a", TEST_NOW, &payload) == 1);
+	/* any handle of the file in this process goes into it rather than
+	   waiting for its own writer lock */
+	db2 = test_open(&set);
+	test_assert(test_put(db2, "", "b", "2", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(loopguard_db_delivery_begin(db2, &second, &error) < 0 &&
+		    second == NULL);
+	loopguard_db_close(&db2);
+	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0 &&
+		    delivery == NULL);
+	test_assert(test_child_sees(&set, "a") == 1);
+	test_assert(test_child_sees(&set, "b") == 1);
+
+	/* an aborted delivery leaves nothing */
+	delivery = test_begin_delivery(db);
+	test_assert(test_put(db, "", "c", "3", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(test_put(db, "", "a", "changed", TEST_NOW,
+			     TEST_NOW + 100, &error) == 0);
+	loopguard_db_delivery_abort(&delivery);
+	test_assert(delivery == NULL);
+	test_assert(test_get(db, "", "c", TEST_NOW, &payload) == 0);
+	test_assert(test_get(db, "", "a", TEST_NOW, &payload) == 1 &&
+		    strcmp(payload, "1") == 0);
+	/* a delivery that changed nothing commits nothing */
+	delivery = test_begin_delivery(db);
+	test_assert(test_get(db, "", "a", TEST_NOW, &payload) == 1);
+	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	loopguard_db_delivery_abort(&delivery);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* A process that dies in the middle of a delivery: its changes are gone,
+   and the writer lock it held does not block the next delivery. */
+static void test_delivery_dies(void)
+{
+	struct loopguard_db_settings set = test_settings("delivery-dies");
+	struct loopguard_db *db;
+	struct loopguard_db_delivery *delivery;
+	const char *error, *payload;
+	int status;
+	pid_t pid;
+
+	test_begin("loopguard db delivery: a process dying in it leaves nothing");
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		struct loopguard_db *child_db = test_open(&set);
+
+		delivery = test_begin_delivery(child_db);
+		if (test_put(child_db, "", "dead", "1", TEST_NOW,
+			     TEST_NOW + 100, &error) < 0)
+			_exit(2);
+		(void)kill(getpid(), SIGKILL);
+		_exit(3);
+	}
+	test_assert(waitpid(pid, &status, 0) == pid &&
+		    WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	db = test_open(&set);
+	delivery = test_begin_delivery(db);
+	test_assert(test_get(db, "", "dead", TEST_NOW, &payload) == 0);
+	test_assert(test_put(db, "", "alive", "1", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	test_assert(test_get(db, "", "alive", TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* Deliveries of several processes serialize as a whole: a value read at
+   the start of one and written at its end is never overwritten by
+   another's. */
+static void test_delivery_serializes(void)
+{
+	struct loopguard_db_settings set = test_settings("delivery-serial");
+	struct loopguard_db *db = test_open(&set);
+	const char *error, *payload;
+	pid_t pids[TEST_CHILDREN];
+	unsigned int i;
+
+	test_begin("loopguard db delivery: concurrent deliveries serialize");
+	for (i = 0; i < TEST_CHILDREN; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0)
+			i_fatal("fork() failed: %m");
+		if (pids[i] == 0) {
+			struct loopguard_db *child_db;
+			struct loopguard_db_delivery *delivery;
+			unsigned int j, n;
+
+			if (loopguard_db_open(&set, &child_db, &error) < 0)
+				_exit(3);
+			for (j = 0; j < 20; j++) T_BEGIN {
+				delivery = test_begin_delivery(child_db);
+				if (test_get(child_db, "", "n", TEST_NOW,
+					     &payload) < 0)
+					_exit(4);
+				n = payload == NULL ? 0 : atoi(payload);
+				/* another process's delivery would slip in
+				   here if deliveries did not serialize */
+				usleep(200);
+				if (test_put(child_db, "", "n",
+					     dec2str(n + 1), TEST_NOW,
+					     TEST_NOW + 100, &error) < 0 ||
+				    loopguard_db_delivery_commit(&delivery,
+								 &error) < 0)
+					_exit(5);
+			} T_END;
+			loopguard_db_close(&child_db);
+			_exit(0);
+		}
+	}
+	for (i = 0; i < TEST_CHILDREN; i++)
+		test_assert_idx(test_wait_child(pids[i]) == 0, i);
+	test_assert(test_get(db, "", "n", TEST_NOW, &payload) == 1 &&
+		    atoi(payload) == TEST_CHILDREN * 20);
+	loopguard_db_close(&db);
+	test_end();
+}
+
+/* A full map inside a delivery: the change that does not fit fails alone,
+   while room is still left for the commit, so that the changes that fitted
+   are kept; the map grows for the next delivery. */
+static void test_delivery_map_full(void)
+{
+	struct loopguard_db_settings set = test_settings("delivery-full");
+	struct loopguard_db *db;
+	struct loopguard_db_delivery *delivery;
+	const char *error = NULL, *payload;
+	unsigned int i, stored = 0;
+	int ret = 0;
+
+	test_begin("loopguard db delivery: a full map fails one change");
+	set.max_size = 8 * MiB;
+	db = test_open(&set);
+	delivery = test_begin_delivery(db);
+	for (i = 0; i < 20000 && ret == 0; i++) T_BEGIN {
+		ret = test_put_size(db, t_strdup_printf("k%05u", i), 1000,
+				    TEST_NOW, TEST_NOW + 100000, &error);
+		if (ret == 0)
+			stored++;
+	} T_END;
+	test_assert(ret < 0 && stored > 100 && stored < 20000);
+	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL);
+	/* the delivery still reads its earlier changes */
+	test_assert(test_get(db, "", "k00000", TEST_NOW, &payload) == 1);
+	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	test_assert(delivery == NULL);
+	test_assert(test_child_sees(&set, "k00000") == 1);
+	test_assert(test_child_sees(&set, t_strdup_printf("k%05u",
+							   stored - 1)) == 1);
+	/* the next delivery finds a larger map */
+	delivery = test_begin_delivery(db);
+	test_assert(test_put_size(db, "next", 1000, TEST_NOW,
+				  TEST_NOW + 100000, &error) == 0);
+	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	test_assert(test_get(db, "", "next", TEST_NOW, &payload) == 1);
+	loopguard_db_close(&db);
+	test_end();
+}
+
 /* Runs last inside test_run(), while the library is still initialized. */
 static void test_remove_dir(void)
 {
@@ -1645,6 +1854,10 @@ int main(void)
 		test_log,
 		test_shared_env,
 		test_concurrency,
+		test_delivery,
+		test_delivery_dies,
+		test_delivery_serializes,
+		test_delivery_map_full,
 		test_idle_reuse,
 		test_remove_dir,
 		NULL
