@@ -1495,50 +1495,67 @@ test_counter_callback(const struct loopguard_db_record *old, time_t now,
 #define TEST_CHILDREN 8
 #define TEST_CHILD_UPDATES 200
 
+/* Runs child() in TEST_CHILDREN processes at once and asserts that each
+   exited 0; child() returns its exit code. */
+static void
+test_run_children(int (*child)(struct loopguard_db_settings *set,
+			       struct loopguard_db *inherited),
+		  struct loopguard_db_settings *set,
+		  struct loopguard_db *inherited)
+{
+	pid_t pids[TEST_CHILDREN];
+	unsigned int i;
+
+	for (i = 0; i < TEST_CHILDREN; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0)
+			i_fatal("fork() failed: %m");
+		if (pids[i] == 0)
+			_exit(child(set, inherited));
+	}
+	for (i = 0; i < TEST_CHILDREN; i++)
+		test_assert_idx(test_wait_child(pids[i]) == 0, i);
+}
+
+static int
+test_concurrency_child(struct loopguard_db_settings *set,
+		       struct loopguard_db *db)
+{
+	struct loopguard_db *child_db;
+	const char *error;
+	unsigned int j;
+
+	/* the handle from before the fork is refused */
+	if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", "counter",
+				TEST_NOW, test_counter_callback, NULL,
+				&error) == 0 ||
+	    strstr(error, "fork") == NULL)
+		return 2;
+	if (loopguard_db_open(set, &child_db, &error) < 0)
+		return 3;
+	for (j = 0; j < TEST_CHILD_UPDATES; j++) {
+		if (loopguard_db_update(child_db, LOOPGUARD_DB_KIND_RATE, "",
+					"counter", TEST_NOW,
+					test_counter_callback, NULL,
+					&error) < 0)
+			return 4;
+	}
+	loopguard_db_close(&child_db);
+	/* the inherited one is only forgotten */
+	loopguard_db_close(&db);
+	return 0;
+}
+
 static void test_concurrency(void)
 {
 	struct loopguard_db_settings set = test_settings("concurrency");
 	struct loopguard_db *db = test_open(&set);
 	struct loopguard_db_record record;
 	const char *error;
-	pid_t pids[TEST_CHILDREN];
 	uint32_t counter = 0;
-	unsigned int i;
 
 	test_begin("loopguard db serializes concurrent updates exactly");
-	for (i = 0; i < TEST_CHILDREN; i++) {
-		pids[i] = fork();
-		if (pids[i] < 0)
-			i_fatal("fork() failed: %m");
-		if (pids[i] == 0) {
-			struct loopguard_db *child_db;
-			unsigned int j;
-
-			/* the handle from before the fork is refused */
-			if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE,
-						"", "counter", TEST_NOW,
-						test_counter_callback, NULL,
-						&error) == 0 ||
-			    strstr(error, "fork") == NULL)
-				_exit(2);
-			if (loopguard_db_open(&set, &child_db, &error) < 0)
-				_exit(3);
-			for (j = 0; j < TEST_CHILD_UPDATES; j++) {
-				if (loopguard_db_update(child_db,
-						LOOPGUARD_DB_KIND_RATE, "",
-						"counter", TEST_NOW,
-						test_counter_callback, NULL,
-						&error) < 0)
-					_exit(4);
-			}
-			loopguard_db_close(&child_db);
-			/* the inherited one is only forgotten */
-			loopguard_db_close(&db);
-			_exit(0);
-		}
-	}
-	for (i = 0; i < TEST_CHILDREN; i++)
-		test_assert_idx(test_wait_child(pids[i]) == 0, i);
+	test_run_children(test_concurrency_child, &set, db);
 
 	/* the parent's handle is unharmed by the children */
 	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
@@ -1671,48 +1688,48 @@ static void test_delivery_dies(void)
 /* Deliveries of several processes serialize as a whole: a value read at
    the start of one and written at its end is never overwritten by
    another's. */
+static int
+test_delivery_serializes_child(struct loopguard_db_settings *set,
+			       struct loopguard_db *inherited ATTR_UNUSED)
+{
+	struct loopguard_db *child_db;
+	struct loopguard_db_delivery *delivery;
+	const char *error, *payload;
+	unsigned int j, n;
+	int ret = 0;
+
+	if (loopguard_db_open(set, &child_db, &error) < 0)
+		return 3;
+	for (j = 0; j < 20 && ret == 0; j++) T_BEGIN {
+		delivery = test_begin_delivery(child_db);
+		if (test_get(child_db, "", "n", TEST_NOW, &payload) < 0)
+			ret = 4;
+		else {
+			n = payload == NULL ? 0 : atoi(payload);
+			/* another process's delivery would slip in here if
+			   deliveries did not serialize */
+			usleep(200);
+			if (test_put(child_db, "", "n", dec2str(n + 1),
+				     TEST_NOW, TEST_NOW + 100, &error) < 0 ||
+			    loopguard_db_delivery_commit(&delivery,
+							 &error) < 0)
+				ret = 5;
+		}
+	} T_END;
+	if (ret != 0)
+		return ret;
+	loopguard_db_close(&child_db);
+	return 0;
+}
+
 static void test_delivery_serializes(void)
 {
 	struct loopguard_db_settings set = test_settings("delivery-serial");
 	struct loopguard_db *db = test_open(&set);
-	const char *error, *payload;
-	pid_t pids[TEST_CHILDREN];
-	unsigned int i;
+	const char *payload;
 
 	test_begin("loopguard db delivery: concurrent deliveries serialize");
-	for (i = 0; i < TEST_CHILDREN; i++) {
-		pids[i] = fork();
-		if (pids[i] < 0)
-			i_fatal("fork() failed: %m");
-		if (pids[i] == 0) {
-			struct loopguard_db *child_db;
-			struct loopguard_db_delivery *delivery;
-			unsigned int j, n;
-
-			if (loopguard_db_open(&set, &child_db, &error) < 0)
-				_exit(3);
-			for (j = 0; j < 20; j++) T_BEGIN {
-				delivery = test_begin_delivery(child_db);
-				if (test_get(child_db, "", "n", TEST_NOW,
-					     &payload) < 0)
-					_exit(4);
-				n = payload == NULL ? 0 : atoi(payload);
-				/* another process's delivery would slip in
-				   here if deliveries did not serialize */
-				usleep(200);
-				if (test_put(child_db, "", "n",
-					     dec2str(n + 1), TEST_NOW,
-					     TEST_NOW + 100, &error) < 0 ||
-				    loopguard_db_delivery_commit(&delivery,
-								 &error) < 0)
-					_exit(5);
-			} T_END;
-			loopguard_db_close(&child_db);
-			_exit(0);
-		}
-	}
-	for (i = 0; i < TEST_CHILDREN; i++)
-		test_assert_idx(test_wait_child(pids[i]) == 0, i);
+	test_run_children(test_delivery_serializes_child, &set, db);
 	test_assert(test_get(db, "", "n", TEST_NOW, &payload) == 1 &&
 		    atoi(payload) == TEST_CHILDREN * 20);
 	loopguard_db_close(&db);
