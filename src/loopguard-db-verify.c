@@ -362,10 +362,12 @@ verify_tree(struct verify_context *ctx, enum verify_db_kind kind,
 
 /* The meta page LMDB picks: the one with the newer transaction. */
 static bool
-verify_meta(struct verify_context *ctx, uoff_t file_size,
-	    struct verify_db *free_r, struct verify_db *main_r)
+verify_meta(struct verify_context *ctx, struct verify_db *free_r,
+	    struct verify_db *main_r)
 {
 	unsigned char *pages[VERIFY_NUM_METAS], *meta;
+	struct stat st;
+	uoff_t file_size;
 	unsigned int i;
 
 	for (i = 0; i < VERIFY_NUM_METAS; i++) {
@@ -388,6 +390,14 @@ verify_meta(struct verify_context *ctx, uoff_t file_size,
 		pages[1] : pages[0];
 	meta += VERIFY_PAGEHDRSZ;
 	ctx->last_pg = verify_size(meta + VERIFY_META_LAST_PG);
+	/* The size is taken after the meta pages were read: a writer that
+	   committed meanwhile wrote its pages before its meta page, and the
+	   file only grows, so the size is never older than the meta. */
+	if (fstat(ctx->fd, &st) < 0) {
+		ctx->io_error = TRUE;
+		return verify_fail(ctx, "fstat() failed: %m");
+	}
+	file_size = st.st_size;
 	if (ctx->last_pg < VERIFY_NUM_METAS - 1 ||
 	    file_size / ctx->page_size < ctx->last_pg + 1) {
 		return verify_fail(ctx, "file is truncated (%"PRIuUOFF_T
@@ -420,7 +430,7 @@ int loopguard_db_verify(int fd, size_t page_size, const char **reason_r)
 		return 0;
 	}
 	T_BEGIN {
-		ok = verify_meta(&ctx, st.st_size, &free_db, &main_db);
+		ok = verify_meta(&ctx, &free_db, &main_db);
 		if (ok) {
 			ctx.visited = t_malloc0(ctx.last_pg / 8 + 1);
 			for (i = 0; i < N_ELEMENTS(ctx.pages); i++)

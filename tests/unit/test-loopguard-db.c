@@ -1531,14 +1531,18 @@ test_concurrency_child(struct loopguard_db_settings *set,
 				&error) == 0 ||
 	    strstr(error, "fork") == NULL)
 		return 2;
-	if (loopguard_db_open(set, &child_db, &error) < 0)
+	if (loopguard_db_open(set, &child_db, &error) < 0) {
+		i_error("child open: %s", error);
 		return 3;
+	}
 	for (j = 0; j < TEST_CHILD_UPDATES; j++) {
 		if (loopguard_db_update(child_db, LOOPGUARD_DB_KIND_RATE, "",
 					"counter", TEST_NOW,
 					test_counter_callback, NULL,
-					&error) < 0)
+					&error) < 0) {
+			i_error("child update: %s", error);
 			return 4;
+		}
 	}
 	loopguard_db_close(&child_db);
 	/* the inherited one is only forgotten */
