@@ -7,7 +7,7 @@
 #include "time-util.h"
 
 #include "loopguard-db.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +15,9 @@
 #include <unistd.h>
 
 struct bench_update {
-	const struct ratelimit_params *params;
-	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
-	struct ratelimit_result result;
+	const struct loopguard_window_params *params;
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_window_result result;
 };
 
 static bool
@@ -26,7 +26,7 @@ bench_update(const struct loopguard_db_record *old, time_t now,
 {
 	struct bench_update *update = context;
 
-	return ratelimit_window_apply(
+	return loopguard_window_apply(
 		old == NULL ? NULL : old->payload,
 		old == NULL ? 0 : old->payload_size, update->params, now,
 		update->hash, TRUE, new_payload, expires_r, &update->result);
@@ -58,7 +58,7 @@ static void
 bench_record(struct loopguard_db *db, unsigned int n, unsigned int seq,
 	     time_t now)
 {
-	static const struct ratelimit_params params = {
+	static const struct loopguard_window_params params = {
 		.count = 23, .period = 43200 };
 	struct bench_update update;
 	const char *error;

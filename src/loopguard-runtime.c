@@ -26,7 +26,7 @@
 #include "loopguard-db.h"
 #include "loopguard-path.h"
 #include "looptest-checks.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 #include "loopguard-text.h"
 #include "loopguard-runtime.h"
 
@@ -255,7 +255,7 @@ loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
 		db_set.sync = ctx->set.sync;
 		db_set.allow_network_fs = ctx->set.db_allow_network_fs;
 		db_set.log_size = ctx->set.log_size;
-		db_set.record_expires = ratelimit_window_record_expires;
+		db_set.record_expires = loopguard_window_record_expires;
 		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)
 			return -1;
 	}

@@ -26,7 +26,7 @@
 #include "loopguard-text.h"
 #include "looptest-checks.h"
 #include "ratelimit-key.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 #include "ext-ratelimit-common.h"
 
 /* Ratelimit test
@@ -296,9 +296,9 @@ tst_ratelimit_operation_dump(const struct sieve_dumptime_env *denv,
  */
 
 struct tst_ratelimit_update {
-	const struct ratelimit_params *params;
+	const struct loopguard_window_params *params;
 	const unsigned char *message_hash;
-	struct ratelimit_result result;
+	struct loopguard_window_result result;
 };
 
 static bool
@@ -307,7 +307,7 @@ tst_ratelimit_update(const struct loopguard_db_record *old, time_t now,
 {
 	struct tst_ratelimit_update *update = context;
 
-	return ratelimit_window_apply(
+	return loopguard_window_apply(
 		old == NULL ? NULL : old->payload,
 		old == NULL ? 0 : old->payload_size, update->params, now,
 		update->message_hash, TRUE, new_payload, expires_r,
@@ -351,7 +351,7 @@ tst_ratelimit_from_address(const struct sieve_runtime_env *renv)
    fingerprints it. */
 static int
 tst_ratelimit_message_hash(const struct sieve_runtime_env *renv,
-			   unsigned char hash_r[RATELIMIT_MESSAGE_HASH_SIZE])
+			   unsigned char hash_r[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE])
 {
 	struct looptest_envelope envelope;
 	struct looptest_result result;
@@ -365,17 +365,17 @@ tst_ratelimit_message_hash(const struct sieve_runtime_env *renv,
 	ratelimit_key_message_hash(loopguard_runtime_message_id(renv),
 				   result.fingerprint,
 				   sizeof(result.fingerprint), hash_r,
-				   RATELIMIT_MESSAGE_HASH_SIZE);
+				   LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE);
 	return SIEVE_EXEC_OK;
 }
 
 static int
 tst_ratelimit_check(const struct sieve_runtime_env *renv,
 		    const char *handle, const char *key,
-		    const struct ratelimit_params *params, bool noupdate,
-		    struct ratelimit_result *result_r)
+		    const struct loopguard_window_params *params, bool noupdate,
+		    struct loopguard_window_result *result_r)
 {
-	unsigned char message_hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	unsigned char message_hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
 	struct tst_ratelimit_update update;
 	struct loopguard_db_record record;
 	struct loopguard_db *db;
@@ -408,7 +408,7 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 		ret = loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle,
 					  key, now, pool, &record, &error);
 		if (ret >= 0) {
-			(void)ratelimit_window_apply(
+			(void)loopguard_window_apply(
 				ret == 0 ? NULL : record.payload,
 				ret == 0 ? 0 : record.payload_size, params,
 				now, message_hash, FALSE, NULL, &expires,
@@ -511,8 +511,8 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 {
 	const struct loopguard_context *ctx = renv->oprtn->ext->context;
 	struct tst_ratelimit_args args;
-	struct ratelimit_params params;
-	struct ratelimit_result result;
+	struct loopguard_window_params params;
+	struct loopguard_window_result result;
 	const char *key, *handle, *thread_id;
 	int ret;
 

@@ -7,7 +7,7 @@
 #include "doveadm-print.h"
 
 #include "loopguard-db.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 #include "loopguard-text.h"
 #include "doveadm-loopguard.h"
 
@@ -16,7 +16,7 @@
 struct loopguard_list_row {
 	const char *handle;
 	const char *key;
-	struct ratelimit_state state;
+	struct loopguard_window_state state;
 };
 
 struct loopguard_list_cmd_context {
@@ -37,7 +37,7 @@ cmd_loopguard_list_record(const struct loopguard_db_record *record,
 {
 	struct loopguard_list_cmd_context *ctx = context;
 	struct loopguard_list_row *row;
-	struct ratelimit_state state;
+	struct loopguard_window_state state;
 
 	/* looptest's duplicate fingerprints are hashes of messages: nothing
 	   an administrator can read or act on, so only ratelimit keys are
@@ -46,7 +46,7 @@ cmd_loopguard_list_record(const struct loopguard_db_record *record,
 		return 0;
 	if (ctx->handle != NULL && strcmp(record->handle, ctx->handle) != 0)
 		return 0;
-	if (!ratelimit_window_decode(record->payload, record->payload_size,
+	if (!loopguard_window_decode(record->payload, record->payload_size,
 				     ctx->now, &state)) {
 		e_warning(ctx->user->event,
 			  "loopguard: key '%s' of handle '%s' has an "

@@ -9,7 +9,7 @@
 #include "loopguard-db.h"
 #include "loopguard-path.h"
 #include "loopguard-text.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 #include "doveadm-loopguard.h"
 
 #include <sys/stat.h>
@@ -72,7 +72,7 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	set.sync = lg_set.sync;
 	set.allow_network_fs = lg_set.db_allow_network_fs;
 	set.log_size = lg_set.log_size;
-	set.record_expires = ratelimit_window_record_expires;
+	set.record_expires = loopguard_window_record_expires;
 	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,
 				       &error) < 0) {
 		e_error(user->event, "loopguard: %s", error);

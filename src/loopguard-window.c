@@ -5,7 +5,7 @@
 #include "byteorder.h"
 
 #include "loopguard-db.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 
 /* Payload, all integers big-endian:
      version (1), count (4), period (4), lock (4), locked_until (8),
@@ -13,61 +13,61 @@
      time (8), message hash (8), answer given (1).
    At most count+1 stamps are kept: the most recent count+1 are all that is
    needed to tell whether the next message exceeds count. */
-#define RATELIMIT_PAYLOAD_VERSION 1
-#define RATELIMIT_HEADER_SIZE (1 + 4 + 4 + 4 + 8)
-#define RATELIMIT_STAMP_SIZE (8 + RATELIMIT_MESSAGE_HASH_SIZE + 1)
+#define LOOPGUARD_WINDOW_PAYLOAD_VERSION 1
+#define LOOPGUARD_WINDOW_HEADER_SIZE (1 + 4 + 4 + 4 + 8)
+#define LOOPGUARD_WINDOW_STAMP_SIZE (8 + LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE + 1)
 /* No stored time lies further ahead than the longest lock (a clock that
    went back by more than that is not worth a lock for ever). */
-#define RATELIMIT_MAX_FUTURE ((uint64_t)UINT_MAX)
+#define LOOPGUARD_WINDOW_MAX_FUTURE ((uint64_t)UINT_MAX)
 
-struct ratelimit_stamp {
+struct window_stamp {
 	time_t time;
-	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
 	bool exceeded;
 };
 
-struct ratelimit_payload {
+struct window_payload {
 	unsigned int count, period, lock;
 	time_t locked_until;
 	const unsigned char *stamps;
 	unsigned int stamp_count;
 };
 
-static void ratelimit_write_be64(buffer_t *buf, uint64_t value)
+static void window_write_be64(buffer_t *buf, uint64_t value)
 {
 	cpu64_to_be_unaligned(value, buffer_append_space_unsafe(buf, 8));
 }
 
-static void ratelimit_write_be32(buffer_t *buf, uint32_t value)
+static void window_write_be32(buffer_t *buf, uint32_t value)
 {
 	cpu32_to_be_unaligned(value, buffer_append_space_unsafe(buf, 4));
 }
 
 /* Times come from a file: checked as unsigned before they become time_t,
    so that no arithmetic on them can overflow. */
-static bool ratelimit_time_valid(uint64_t t, time_t now)
+static bool window_time_valid(uint64_t t, time_t now)
 {
-	return now >= 0 && t <= (uint64_t)now + RATELIMIT_MAX_FUTURE;
+	return now >= 0 && t <= (uint64_t)now + LOOPGUARD_WINDOW_MAX_FUTURE;
 }
 
 static bool
-ratelimit_payload_parse(const unsigned char *data, size_t size, time_t now,
-			struct ratelimit_payload *payload_r)
+window_payload_parse(const unsigned char *data, size_t size, time_t now,
+			struct window_payload *payload_r)
 {
 	uint64_t locked_until;
 	size_t pos;
 
 	i_zero(payload_r);
-	if (data == NULL || size < RATELIMIT_HEADER_SIZE ||
-	    data[0] != RATELIMIT_PAYLOAD_VERSION ||
-	    (size - RATELIMIT_HEADER_SIZE) % RATELIMIT_STAMP_SIZE != 0)
+	if (data == NULL || size < LOOPGUARD_WINDOW_HEADER_SIZE ||
+	    data[0] != LOOPGUARD_WINDOW_PAYLOAD_VERSION ||
+	    (size - LOOPGUARD_WINDOW_HEADER_SIZE) % LOOPGUARD_WINDOW_STAMP_SIZE != 0)
 		return FALSE;
 	locked_until = be64_to_cpu_unaligned(data + 13);
-	if (!ratelimit_time_valid(locked_until, now))
+	if (!window_time_valid(locked_until, now))
 		return FALSE;
-	for (pos = RATELIMIT_HEADER_SIZE; pos < size;
-	     pos += RATELIMIT_STAMP_SIZE) {
-		if (!ratelimit_time_valid(be64_to_cpu_unaligned(data + pos),
+	for (pos = LOOPGUARD_WINDOW_HEADER_SIZE; pos < size;
+	     pos += LOOPGUARD_WINDOW_STAMP_SIZE) {
+		if (!window_time_valid(be64_to_cpu_unaligned(data + pos),
 					  now))
 			return FALSE;
 	}
@@ -75,36 +75,36 @@ ratelimit_payload_parse(const unsigned char *data, size_t size, time_t now,
 	payload_r->period = be32_to_cpu_unaligned(data + 5);
 	payload_r->lock = be32_to_cpu_unaligned(data + 9);
 	payload_r->locked_until = (time_t)locked_until;
-	payload_r->stamps = data + RATELIMIT_HEADER_SIZE;
+	payload_r->stamps = data + LOOPGUARD_WINDOW_HEADER_SIZE;
 	payload_r->stamp_count =
-		(size - RATELIMIT_HEADER_SIZE) / RATELIMIT_STAMP_SIZE;
+		(size - LOOPGUARD_WINDOW_HEADER_SIZE) / LOOPGUARD_WINDOW_STAMP_SIZE;
 	return TRUE;
 }
 
 static void
-ratelimit_payload_stamp(const struct ratelimit_payload *payload,
-			unsigned int idx, struct ratelimit_stamp *stamp_r)
+window_payload_stamp(const struct window_payload *payload,
+			unsigned int idx, struct window_stamp *stamp_r)
 {
-	const unsigned char *p = payload->stamps + idx * RATELIMIT_STAMP_SIZE;
+	const unsigned char *p = payload->stamps + idx * LOOPGUARD_WINDOW_STAMP_SIZE;
 
 	i_assert(idx < payload->stamp_count);
 	stamp_r->time = (time_t)be64_to_cpu_unaligned(p);
-	memcpy(stamp_r->hash, p + 8, RATELIMIT_MESSAGE_HASH_SIZE);
-	stamp_r->exceeded = p[8 + RATELIMIT_MESSAGE_HASH_SIZE] != 0;
+	memcpy(stamp_r->hash, p + 8, LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE);
+	stamp_r->exceeded = p[8 + LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE] != 0;
 }
 
 /* A stamp written by a clock that was ahead: not believed. */
-static bool ratelimit_stamp_stale(time_t stamp, time_t now)
+static bool window_stamp_stale(time_t stamp, time_t now)
 {
-	return stamp > now + RATELIMIT_CLOCK_TOLERANCE;
+	return stamp > now + LOOPGUARD_WINDOW_CLOCK_TOLERANCE;
 }
 
 /* A stamp counts while now - period < time <= now. One slightly ahead
    (the clock went back a little) counts as now, so that no stamp stays in
    the window longer than the window. */
-static bool ratelimit_in_window(time_t stamp, time_t now, unsigned int period)
+static bool window_in_window(time_t stamp, time_t now, unsigned int period)
 {
-	if (ratelimit_stamp_stale(stamp, now))
+	if (window_stamp_stale(stamp, now))
 		return FALSE;
 	/* now - period, not stamp + period: now is the clock's, sane */
 	return I_MIN(stamp, now) > now - (time_t)period;
@@ -114,45 +114,45 @@ static bool ratelimit_in_window(time_t stamp, time_t now, unsigned int period)
    the record's own lock allows, i.e. set by a clock that was ahead), and
    never more than max_lock after now. */
 static time_t
-ratelimit_lock_at(const struct ratelimit_payload *payload, time_t now,
+window_lock_at(const struct window_payload *payload, time_t now,
 		  unsigned int max_lock)
 {
 	if (payload->locked_until <= now ||
 	    payload->locked_until - now >
-	    (time_t)payload->lock + RATELIMIT_CLOCK_TOLERANCE)
+	    (time_t)payload->lock + LOOPGUARD_WINDOW_CLOCK_TOLERANCE)
 		return 0;
 	return I_MIN(payload->locked_until, now + (time_t)max_lock);
 }
 
 static void
-ratelimit_payload_write(buffer_t *buf, const struct ratelimit_params *params,
+window_payload_write(buffer_t *buf, const struct loopguard_window_params *params,
 			time_t locked_until)
 {
-	buffer_append_c(buf, RATELIMIT_PAYLOAD_VERSION);
-	ratelimit_write_be32(buf, params->count);
-	ratelimit_write_be32(buf, params->period);
-	ratelimit_write_be32(buf, params->lock);
-	ratelimit_write_be64(buf, (uint64_t)locked_until);
+	buffer_append_c(buf, LOOPGUARD_WINDOW_PAYLOAD_VERSION);
+	window_write_be32(buf, params->count);
+	window_write_be32(buf, params->period);
+	window_write_be32(buf, params->lock);
+	window_write_be64(buf, (uint64_t)locked_until);
 }
 
 static void
-ratelimit_stamp_write(buffer_t *buf, const struct ratelimit_stamp *stamp)
+window_stamp_write(buffer_t *buf, const struct window_stamp *stamp)
 {
-	ratelimit_write_be64(buf, (uint64_t)stamp->time);
-	buffer_append(buf, stamp->hash, RATELIMIT_MESSAGE_HASH_SIZE);
+	window_write_be64(buf, (uint64_t)stamp->time);
+	buffer_append(buf, stamp->hash, LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE);
 	buffer_append_c(buf, stamp->exceeded ? 1 : 0);
 }
 
-bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
-			    const struct ratelimit_params *params, time_t now,
+bool loopguard_window_apply(const unsigned char *old, size_t old_size,
+			    const struct loopguard_window_params *params, time_t now,
 			    const unsigned char message_hash[
-				    RATELIMIT_MESSAGE_HASH_SIZE],
+				    LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE],
 			    bool update, buffer_t *new_payload,
 			    time_t *expires_r,
-			    struct ratelimit_result *result_r)
+			    struct loopguard_window_result *result_r)
 {
-	struct ratelimit_payload payload;
-	struct ratelimit_stamp stamp;
+	struct window_payload payload;
+	struct window_stamp stamp;
 	unsigned int i, first_kept, in_window = 0;
 	time_t locked_until = 0;
 
@@ -160,19 +160,19 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 	if (params->count == 0 || params->period == 0 || now < 0)
 		return FALSE;
 
-	if (!ratelimit_payload_parse(old, old_size, now, &payload)) {
+	if (!window_payload_parse(old, old_size, now, &payload)) {
 		i_zero(&payload);
 		result_r->payload_ignored = old != NULL;
 	}
-	locked_until = ratelimit_lock_at(&payload, now, params->lock);
+	locked_until = window_lock_at(&payload, now, params->lock);
 
 	for (i = 0; i < payload.stamp_count; i++) {
-		ratelimit_payload_stamp(&payload, i, &stamp);
-		if (!ratelimit_in_window(stamp.time, now, params->period))
+		window_payload_stamp(&payload, i, &stamp);
+		if (!window_in_window(stamp.time, now, params->period))
 			continue;
 		in_window++;
 		if (memcmp(stamp.hash, message_hash,
-			   RATELIMIT_MESSAGE_HASH_SIZE) == 0) {
+			   LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE) == 0) {
 			/* Counted before: a retried delivery, or a second
 			   ratelimit on this key. */
 			result_r->already_counted = TRUE;
@@ -203,45 +203,45 @@ bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
 		return FALSE;
 
 	/* Keep the newest count stamps within the window plus this one. */
-	ratelimit_payload_write(new_payload, params, locked_until);
+	window_payload_write(new_payload, params, locked_until);
 	first_kept = in_window > params->count ? in_window - params->count : 0;
 	in_window = 0;
 	for (i = 0; i < payload.stamp_count; i++) {
-		ratelimit_payload_stamp(&payload, i, &stamp);
-		if (!ratelimit_in_window(stamp.time, now, params->period))
+		window_payload_stamp(&payload, i, &stamp);
+		if (!window_in_window(stamp.time, now, params->period))
 			continue;
 		if (in_window++ >= first_kept) {
 			stamp.time = I_MIN(stamp.time, now);
-			ratelimit_stamp_write(new_payload, &stamp);
+			window_stamp_write(new_payload, &stamp);
 		}
 	}
 	stamp.time = now;
-	memcpy(stamp.hash, message_hash, RATELIMIT_MESSAGE_HASH_SIZE);
+	memcpy(stamp.hash, message_hash, LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE);
 	stamp.exceeded = result_r->exceeded;
-	ratelimit_stamp_write(new_payload, &stamp);
+	window_stamp_write(new_payload, &stamp);
 
 	*expires_r = I_MAX(now + (time_t)params->period, locked_until);
 	return TRUE;
 }
 
-time_t ratelimit_window_record_expires(const struct loopguard_db_record *record,
+time_t loopguard_window_record_expires(const struct loopguard_db_record *record,
 				       time_t now)
 {
-	struct ratelimit_payload payload;
-	struct ratelimit_stamp stamp;
+	struct window_payload payload;
+	struct window_stamp stamp;
 	time_t expires;
 	unsigned int i;
 
 	if (record->kind != LOOPGUARD_DB_KIND_RATE)
 		return record->expires;
-	if (now < 0 || !ratelimit_payload_parse(record->payload,
+	if (now < 0 || !window_payload_parse(record->payload,
 						record->payload_size, now,
 						&payload))
 		return 0;
-	expires = ratelimit_lock_at(&payload, now, payload.lock);
+	expires = window_lock_at(&payload, now, payload.lock);
 	for (i = 0; i < payload.stamp_count; i++) {
-		ratelimit_payload_stamp(&payload, i, &stamp);
-		if (ratelimit_in_window(stamp.time, now, payload.period)) {
+		window_payload_stamp(&payload, i, &stamp);
+		if (window_in_window(stamp.time, now, payload.period)) {
 			expires = I_MAX(expires, I_MIN(stamp.time, now) +
 					(time_t)payload.period);
 		}
@@ -249,25 +249,25 @@ time_t ratelimit_window_record_expires(const struct loopguard_db_record *record,
 	return expires;
 }
 
-bool ratelimit_window_decode(const unsigned char *data, size_t size,
-			     time_t now, struct ratelimit_state *state_r)
+bool loopguard_window_decode(const unsigned char *data, size_t size,
+			     time_t now, struct loopguard_window_state *state_r)
 {
-	struct ratelimit_payload payload;
-	struct ratelimit_stamp stamp;
+	struct window_payload payload;
+	struct window_stamp stamp;
 	unsigned int i;
 
 	i_zero(state_r);
-	if (!ratelimit_payload_parse(data, size, now, &payload))
+	if (!window_payload_parse(data, size, now, &payload))
 		return FALSE;
 	state_r->count = payload.count;
 	state_r->period = payload.period;
 	state_r->lock = payload.lock;
-	state_r->locked_until = ratelimit_lock_at(&payload, now, payload.lock);
+	state_r->locked_until = window_lock_at(&payload, now, payload.lock);
 	for (i = 0; i < payload.stamp_count; i++) {
-		ratelimit_payload_stamp(&payload, i, &stamp);
-		if (ratelimit_stamp_stale(stamp.time, now))
+		window_payload_stamp(&payload, i, &stamp);
+		if (window_stamp_stale(stamp.time, now))
 			continue;
-		if (ratelimit_in_window(stamp.time, now, payload.period))
+		if (window_in_window(stamp.time, now, payload.period))
 			state_r->count_in_window++;
 		state_r->last_seen = I_MAX(state_r->last_seen,
 					   I_MIN(stamp.time, now));

@@ -6,7 +6,7 @@
 #include "test-common.h"
 
 #include "loopguard-db.h"
-#include "ratelimit-window.h"
+#include "loopguard-window.h"
 #include "ratelimit-key.h"
 
 /* The stored payload of one key, carried from call to call as the store
@@ -29,24 +29,24 @@ static void window_deinit(struct window *w)
 
 static void message_hash(unsigned int n, unsigned char hash_r[])
 {
-	memset(hash_r, 0, RATELIMIT_MESSAGE_HASH_SIZE);
+	memset(hash_r, 0, LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE);
 	memcpy(hash_r, &n, sizeof(n));
 }
 
 /* Evaluates message n at time now; stores the new payload like the store
    does (an expired payload is not handed back). */
-static struct ratelimit_result
-window_eval(struct window *w, const struct ratelimit_params *params,
+static struct loopguard_window_result
+window_eval(struct window *w, const struct loopguard_window_params *params,
 	    time_t now, unsigned int n, bool update)
 {
-	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
-	struct ratelimit_result result;
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_window_result result;
 	buffer_t *new_payload = t_buffer_create(256);
 	bool live = w->payload->used > 0 && w->expires > now;
 	time_t expires;
 
 	message_hash(n, hash);
-	if (ratelimit_window_apply(live ? w->payload->data : NULL,
+	if (loopguard_window_apply(live ? w->payload->data : NULL,
 				   live ? w->payload->used : 0, params, now,
 				   hash, update, new_payload, &expires,
 				   &result)) {
@@ -59,7 +59,7 @@ window_eval(struct window *w, const struct ratelimit_params *params,
 
 static void test_window_exact(void)
 {
-	struct ratelimit_params params = { .count = 3, .period = 100 };
+	struct loopguard_window_params params = { .count = 3, .period = 100 };
 	struct window w;
 	unsigned int i;
 
@@ -80,7 +80,7 @@ static void test_window_exact(void)
 
 static void test_window_sliding_not_bucket(void)
 {
-	struct ratelimit_params params = { .count = 2, .period = 60 };
+	struct loopguard_window_params params = { .count = 2, .period = 60 };
 	struct window w;
 
 	test_begin("window: sliding, not a fixed bucket");
@@ -99,7 +99,7 @@ static void test_window_sliding_not_bucket(void)
 
 static void test_window_count_zero(void)
 {
-	struct ratelimit_params params = { .count = 0, .period = 60 };
+	struct loopguard_window_params params = { .count = 0, .period = 60 };
 	struct window w;
 	unsigned int i;
 
@@ -114,9 +114,9 @@ static void test_window_count_zero(void)
 
 static void test_window_lock(void)
 {
-	struct ratelimit_params params = { .count = 1, .period = 10,
+	struct loopguard_window_params params = { .count = 1, .period = 10,
 					   .lock = 100 };
-	struct ratelimit_result result;
+	struct loopguard_window_result result;
 	struct window w;
 
 	test_begin("window: lock holds after the rate drops");
@@ -137,7 +137,7 @@ static void test_window_lock(void)
 
 static void test_window_noupdate(void)
 {
-	struct ratelimit_params params = { .count = 2, .period = 100 };
+	struct loopguard_window_params params = { .count = 2, .period = 100 };
 	struct window w;
 	size_t used;
 
@@ -158,8 +158,8 @@ static void test_window_noupdate(void)
 
 static void test_window_once_per_message(void)
 {
-	struct ratelimit_params params = { .count = 1, .period = 100 };
-	struct ratelimit_result result;
+	struct loopguard_window_params params = { .count = 1, .period = 100 };
+	struct loopguard_window_result result;
 	struct window w;
 
 	test_begin("window: a message is counted once");
@@ -181,9 +181,9 @@ static void test_window_once_per_message(void)
 
 static void test_window_counted_while_locked(void)
 {
-	struct ratelimit_params params = { .count = 2, .period = 100,
+	struct loopguard_window_params params = { .count = 2, .period = 100,
 					   .lock = 900 };
-	struct ratelimit_result result;
+	struct loopguard_window_result result;
 	struct window w;
 
 	test_begin("window: while locked, a message counted before is over");
@@ -203,8 +203,8 @@ static void test_window_counted_while_locked(void)
 
 static void test_window_bounded(void)
 {
-	struct ratelimit_params params = { .count = 5, .period = 1000 };
-	struct ratelimit_state state;
+	struct loopguard_window_params params = { .count = 5, .period = 1000 };
+	struct loopguard_window_state state;
 	struct window w;
 	unsigned int i;
 
@@ -214,7 +214,7 @@ static void test_window_bounded(void)
 		test_assert_idx(window_eval(&w, &params, 100 + i, i,
 				TRUE).count_in_window <= params.count + 1, i);
 	}
-	test_assert(ratelimit_window_decode(w.payload->data, w.payload->used,
+	test_assert(loopguard_window_decode(w.payload->data, w.payload->used,
 					    600, &state));
 	test_assert(state.count_in_window == params.count + 1);
 	test_assert(state.last_seen == 599);
@@ -228,29 +228,29 @@ static void test_window_bounded(void)
 static void test_window_decode_invalid(void)
 {
 	static const unsigned char garbage[] = { 9, 1, 2, 3 };
-	struct ratelimit_state state;
-	struct ratelimit_params params = { .count = 1, .period = 10 };
-	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
-	struct ratelimit_result result;
+	struct loopguard_window_state state;
+	struct loopguard_window_params params = { .count = 1, .period = 10 };
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_window_result result;
 	buffer_t *payload = t_buffer_create(64);
 	time_t expires;
 
 	test_begin("window: a payload of the wrong version is not trusted");
-	test_assert(!ratelimit_window_decode(garbage, sizeof(garbage), 0,
+	test_assert(!loopguard_window_decode(garbage, sizeof(garbage), 0,
 					     &state));
-	test_assert(!ratelimit_window_decode(NULL, 0, 0, &state));
+	test_assert(!loopguard_window_decode(NULL, 0, 0, &state));
 	message_hash(1, hash);
-	test_assert(ratelimit_window_apply(garbage, sizeof(garbage), &params,
+	test_assert(loopguard_window_apply(garbage, sizeof(garbage), &params,
 					   5, hash, TRUE, payload, &expires,
 					   &result));
 	test_assert(!result.exceeded && result.count_in_window == 1);
 	/* the caller is told, so that it can log it */
 	test_assert(result.payload_ignored);
 	/* but not for a key that had no payload, or a good one */
-	test_assert(!ratelimit_window_apply(NULL, 0, &params, 5, hash, FALSE,
+	test_assert(!loopguard_window_apply(NULL, 0, &params, 5, hash, FALSE,
 					    NULL, &expires, &result));
 	test_assert(!result.payload_ignored);
-	(void)ratelimit_window_apply(payload->data, payload->used, &params, 6,
+	(void)loopguard_window_apply(payload->data, payload->used, &params, 6,
 				     hash, FALSE, NULL, &expires, &result);
 	test_assert(!result.payload_ignored && result.already_counted);
 	test_end();
@@ -287,10 +287,10 @@ static void test_window_absurd_times(void)
 		(uint64_t)INT64_MAX, (uint64_t)INT64_MAX - 5, UINT64_MAX,
 		(uint64_t)INT64_MAX + 1, 1000 + (uint64_t)UINT_MAX + 1,
 	};
-	struct ratelimit_params params = { .count = 1, .period = 10 };
-	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
-	struct ratelimit_result result;
-	struct ratelimit_state state;
+	struct loopguard_window_params params = { .count = 1, .period = 10 };
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_window_result result;
+	struct loopguard_window_state state;
 	buffer_t *payload = t_buffer_create(64);
 	buffer_t *new_payload = t_buffer_create(64);
 	time_t expires;
@@ -303,31 +303,31 @@ static void test_window_absurd_times(void)
 		/* a lock for ever, or a stamp that would overflow */
 		buffer_set_used_size(payload, 0);
 		payload_build(payload, absurd[i], 995);
-		test_assert_idx(ratelimit_window_apply(payload->data,
+		test_assert_idx(loopguard_window_apply(payload->data,
 				payload->used, &params, 1000, hash, TRUE,
 				new_payload, &expires, &result), i);
 		test_assert_idx(result.payload_ignored && !result.exceeded &&
 				result.locked_until == 0 &&
 				result.count_in_window == 1, i);
 		test_assert_idx(expires == 1010, i);
-		test_assert_idx(!ratelimit_window_decode(payload->data,
+		test_assert_idx(!loopguard_window_decode(payload->data,
 				payload->used, 1000, &state), i);
 
 		buffer_set_used_size(payload, 0);
 		payload_build(payload, 0, absurd[i]);
-		test_assert_idx(ratelimit_window_apply(payload->data,
+		test_assert_idx(loopguard_window_apply(payload->data,
 				payload->used, &params, 1000, hash, TRUE,
 				new_payload, &expires, &result), i);
 		test_assert_idx(result.payload_ignored && !result.exceeded &&
 				result.count_in_window == 1, i);
-		test_assert_idx(!ratelimit_window_decode(payload->data,
+		test_assert_idx(!loopguard_window_decode(payload->data,
 				payload->used, 1000, &state), i);
 	}
 	/* the longest lock that can be stored is readable, but a lock
 	   longer than the record's own :lock (0 here) is stale */
 	buffer_set_used_size(payload, 0);
 	payload_build(payload, 1000 + (uint64_t)UINT_MAX, 995);
-	(void)ratelimit_window_apply(payload->data, payload->used, &params,
+	(void)loopguard_window_apply(payload->data, payload->used, &params,
 				     1000, hash, FALSE, NULL, &expires,
 				     &result);
 	test_assert(!result.payload_ignored && result.exceeded &&
@@ -346,18 +346,18 @@ static time_t window_record_expires(const struct window *w, time_t now)
 	record.payload = w->payload->data;
 	record.payload_size = w->payload->used;
 	return I_MIN(record.expires,
-		     ratelimit_window_record_expires(&record, now));
+		     loopguard_window_record_expires(&record, now));
 }
 
 #define TEN_YEARS ((time_t)10 * 365 * 24 * 60 * 60)
 
 static void test_window_clock_jump(void)
 {
-	struct ratelimit_params params = { .count = 3, .period = 60,
+	struct loopguard_window_params params = { .count = 3, .period = 60,
 					   .lock = 900 };
 	const time_t now = 1700000000, ahead = now + TEN_YEARS;
-	struct ratelimit_result result;
-	struct ratelimit_state state;
+	struct loopguard_window_result result;
+	struct loopguard_window_state state;
 	struct window w;
 	unsigned int i;
 
@@ -369,7 +369,7 @@ static void test_window_clock_jump(void)
 	test_assert(w.expires == ahead + 903);
 	/* the clock is corrected: the lock and the stamps are stale */
 	test_assert(window_record_expires(&w, now) <= now);
-	test_assert(ratelimit_window_decode(w.payload->data, w.payload->used,
+	test_assert(loopguard_window_decode(w.payload->data, w.payload->used,
 					    now, &state));
 	test_assert(state.locked_until == 0 && state.count_in_window == 0);
 	/* even when the store hands the record over: counted afresh */
@@ -386,10 +386,10 @@ static void test_window_clock_jump(void)
 
 static void test_window_clock_small_jump(void)
 {
-	struct ratelimit_params params = { .count = 1, .period = 60,
+	struct loopguard_window_params params = { .count = 1, .period = 60,
 					   .lock = 900 };
 	const time_t now = 1700000000;
-	struct ratelimit_result result;
+	struct loopguard_window_result result;
 	struct window w;
 
 	test_begin("window: a clock a little ahead is believed, clamped");
@@ -425,18 +425,18 @@ static void test_window_clock_small_jump(void)
 
 static void test_window_clock_invalid(void)
 {
-	struct ratelimit_params params = { .count = 1, .period = 60 };
-	unsigned char hash[RATELIMIT_MESSAGE_HASH_SIZE];
-	struct ratelimit_result result;
+	struct loopguard_window_params params = { .count = 1, .period = 60 };
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_window_result result;
 	buffer_t *payload = t_buffer_create(64);
 	time_t expires;
 
 	test_begin("window: a clock before 1970 or failed counts nothing");
 	message_hash(1, hash);
-	test_assert(!ratelimit_window_apply(NULL, 0, &params, -1, hash, TRUE,
+	test_assert(!loopguard_window_apply(NULL, 0, &params, -1, hash, TRUE,
 					    payload, &expires, &result));
 	test_assert(!result.exceeded && payload->used == 0);
-	test_assert(!ratelimit_window_apply(NULL, 0, &params, -86400, hash,
+	test_assert(!loopguard_window_apply(NULL, 0, &params, -86400, hash,
 					    TRUE, payload, &expires,
 					    &result));
 	test_assert(!result.exceeded);
@@ -445,8 +445,8 @@ static void test_window_clock_invalid(void)
 
 static void test_window_count_max(void)
 {
-	struct ratelimit_params params = { .count = UINT_MAX, .period = 100 };
-	struct ratelimit_result result;
+	struct loopguard_window_params params = { .count = UINT_MAX, .period = 100 };
+	struct loopguard_window_result result;
 	struct window w;
 
 	test_begin("window: the largest count does not overflow");

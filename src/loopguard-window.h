@@ -1,19 +1,20 @@
-#ifndef RATELIMIT_WINDOW_H
-#define RATELIMIT_WINDOW_H
+#ifndef LOOPGUARD_WINDOW_H
+#define LOOPGUARD_WINDOW_H
 
 /* Exact sliding-window counting and locks, on the stored payload of one
-   ratelimit key. Pure arithmetic: no LMDB, no interpreter. */
+   key. Pure arithmetic: no store, no interpreter. A driver that keeps
+   windows server-side (Redis) implements the same rules there. */
 
-#define RATELIMIT_MESSAGE_HASH_SIZE 8
+#define LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE 8
 /* How far ahead of now a stored time may lie and still be believed: clocks
    are set back by a few seconds to minutes (NTP stepping a drifted clock,
    deliveries on servers a little apart). A stamp further ahead was written
    by a clock that was wrong, and is stale. */
-#define RATELIMIT_CLOCK_TOLERANCE (5 * 60)
+#define LOOPGUARD_WINDOW_CLOCK_TOLERANCE (5 * 60)
 
 struct loopguard_db_record;
 
-struct ratelimit_params {
+struct loopguard_window_params {
 	/* at most this many messages per window; 0 disables the test */
 	unsigned int count;
 	/* window length in seconds */
@@ -22,7 +23,7 @@ struct ratelimit_params {
 	unsigned int lock;
 };
 
-struct ratelimit_result {
+struct loopguard_window_result {
 	/* the test is true: over the limit, or locked */
 	bool exceeded;
 	/* messages of this key within the window, this one included */
@@ -38,7 +39,7 @@ struct ratelimit_result {
 };
 
 /* What doveadm loopguard list shows of a key. */
-struct ratelimit_state {
+struct loopguard_window_state {
 	unsigned int count;
 	unsigned int period;
 	unsigned int lock;
@@ -52,31 +53,31 @@ struct ratelimit_state {
    Returns TRUE when new_payload and expires_r were set.
 
    Times are judged against now, so that no record outlives its rules:
-   stamps more than RATELIMIT_CLOCK_TOLERANCE ahead of now are stale (not
+   stamps more than LOOPGUARD_WINDOW_CLOCK_TOLERANCE ahead of now are stale (not
    counted, dropped), stamps less far ahead count as now; a lock ending
    more than the record's own lock plus the tolerance after now is stale,
    and any lock ends at most params->lock after now. A now before 1970
    (time() failed) counts nothing: the result is false, nothing is
    written. */
-bool ratelimit_window_apply(const unsigned char *old, size_t old_size,
-			    const struct ratelimit_params *params, time_t now,
+bool loopguard_window_apply(const unsigned char *old, size_t old_size,
+			    const struct loopguard_window_params *params, time_t now,
 			    const unsigned char message_hash[
-				    RATELIMIT_MESSAGE_HASH_SIZE],
+				    LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE],
 			    bool update, buffer_t *new_payload,
 			    time_t *expires_r,
-			    struct ratelimit_result *result_r);
+			    struct loopguard_window_result *result_r);
 
 /* For the store (loopguard_db_expires_func_t): when a ratelimit record
-   really expires at now, by the rules of ratelimit_window_apply() and the
+   really expires at now, by the rules of loopguard_window_apply() and the
    window and lock stored in it. Records of other kinds keep their
    expiry; an unreadable payload has expired. */
-time_t ratelimit_window_record_expires(const struct loopguard_db_record *record,
+time_t loopguard_window_record_expires(const struct loopguard_db_record *record,
 				       time_t now);
 
-/* Decodes a stored payload, judging its times as ratelimit_window_apply()
+/* Decodes a stored payload, judging its times as loopguard_window_apply()
    does. Returns FALSE for a payload of the wrong
    version or size, or with times beyond any window or lock from now. */
-bool ratelimit_window_decode(const unsigned char *payload, size_t size,
-			     time_t now, struct ratelimit_state *state_r);
+bool loopguard_window_decode(const unsigned char *payload, size_t size,
+			     time_t now, struct loopguard_window_state *state_r);
 
 #endif
