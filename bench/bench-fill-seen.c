@@ -11,45 +11,23 @@
 
 #include "lib.h"
 #include "buffer.h"
-#include "hex-binary.h"
 #include "sha2.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-struct fill_update {
-	unsigned int seconds;
-};
-
-static bool
-fill_update(const struct loopguard_db_record *old ATTR_UNUSED, time_t now,
-	    buffer_t *new_payload, time_t *expires_r, void *context)
-{
-	struct fill_update *update = context;
-	uint64_t last_seen = (uint64_t)now;
-	unsigned int i;
-
-	for (i = 0; i < sizeof(last_seen); i++) {
-		buffer_append_c(new_payload,
-				(last_seen >> (8 * (sizeof(last_seen) - 1 - i)))
-				& 0xff);
-	}
-	*expires_r = now + update->seconds;
-	return TRUE;
-}
-
 int main(int argc, char *argv[])
 {
-	struct loopguard_db_settings set;
-	struct loopguard_db *db;
-	struct fill_update update;
+	struct loopguard_store_settings set;
+	struct loopguard_store *store;
 	unsigned char digest[SHA256_RESULTLEN];
 	const char *error, *seed;
-	unsigned int i, count;
+	unsigned int i, count, seconds;
 	time_t now = time(NULL);
+	bool seen;
 
 	if (argc < 3) {
 		fprintf(stderr, "Usage: %s PATH COUNT [SECONDS]\n", argv[0]);
@@ -57,32 +35,29 @@ int main(int argc, char *argv[])
 	}
 	lib_init();
 	count = (unsigned int)strtoul(argv[2], NULL, 10);
-	i_zero(&update);
-	update.seconds = argc > 3 ?
+	seconds = argc > 3 ?
 		(unsigned int)strtoul(argv[3], NULL, 10) : 86400;
 
 	i_zero(&set);
-	set.path = argv[1];
+	set.location = argv[1];
 	/* the plugin's default sieve_loopguard_db_max_size */
 	set.max_size = 64 * 1024 * 1024;
 	set.sync = FALSE;
 	set.log_size = 0;
-	if (loopguard_db_open(&set, &db, &error) < 0)
+	if (loopguard_store_open(&set, &store, &error) < 0)
 		i_fatal("open %s: %s", argv[1], error);
 
 	for (i = 0; i < count; i++) T_BEGIN {
 		/* distinct, well-spread keys like real fingerprints */
 		seed = t_strdup_printf("bench-fill-seen %u %ld", i, (long)now);
 		sha256_get_digest(seed, strlen(seed), digest);
-		if (loopguard_db_update(db, LOOPGUARD_DB_KIND_SEEN, "",
-					binary_to_hex(digest, sizeof(digest)),
-					now, fill_update, &update,
-					&error) < 0)
+		if (loopguard_store_fingerprint_check(store, digest, seconds,
+						      now, &seen, &error) < 0)
 			i_fatal("update %u: %s", i, error);
 	} T_END;
-	loopguard_db_close(&db);
+	loopguard_store_close(&store);
 	printf("%u SEEN records written to %s (expire in %u s)\n",
-	       count, argv[1], update.seconds);
+	       count, argv[1], seconds);
 	lib_deinit();
 	return 0;
 }

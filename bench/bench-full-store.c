@@ -6,7 +6,7 @@
 #include "str.h"
 #include "time-util.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,16 +14,6 @@
 
 #define BENCH_MAX_SIZE (64 * 1024 * 1024)
 #define BENCH_KEY_SIZE 4096
-
-static bool
-bench_update(const struct loopguard_db_record *old ATTR_UNUSED,
-	     time_t now, buffer_t *new_payload, time_t *expires_r,
-	     void *context ATTR_UNUSED)
-{
-	buffer_append(new_payload, "0123456789abcdef", 16);
-	*expires_r = now + 43200;
-	return TRUE;
-}
 
 static const char *bench_key(const char *prefix, unsigned int n)
 {
@@ -39,29 +29,33 @@ static const char *bench_key(const char *prefix, unsigned int n)
 static int
 bench_delivery(const char *path, const char *key, time_t now)
 {
-	struct loopguard_db_settings set;
-	struct loopguard_db_event event;
-	struct loopguard_db *db;
+	static const struct loopguard_window_params params = {
+		.count = 23, .period = 43200 };
+	static const unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_store_settings set;
+	struct loopguard_store_event event;
+	struct loopguard_window_result result;
+	struct loopguard_store *store;
 	const char *error;
 	int ret;
 
 	i_zero(&set);
-	set.path = path;
+	set.location = path;
 	set.max_size = BENCH_MAX_SIZE;
 	set.log_size = 1000;
-	if (loopguard_db_open(&set, &db, &error) < 0)
+	if (loopguard_store_open(&set, &store, &error) < 0)
 		i_fatal("open %s: %s", path, error);
-	ret = loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", key, now,
-				  bench_update, NULL, &error);
+	ret = loopguard_store_window_check(store, "", key, &params, hash, now,
+					   TRUE, &result, &error);
 	if (ret == -1)
 		i_fatal("update: %s", error);
 	i_zero(&event);
 	event.time = now;
 	event.test = "ratelimit";
 	event.key = key;
-	if (loopguard_db_log_append(db, &event, &error) == -1)
+	if (loopguard_store_log_append(store, &event, &error) == -1)
 		i_fatal("log: %s", error);
-	loopguard_db_close(&db);
+	loopguard_store_close(&store);
 	return ret;
 }
 
@@ -79,8 +73,8 @@ int main(int argc, char *argv[])
 
 	lib_init();
 	/* as the Sieve plugin does */
-	loopguard_db_keep_idle(TRUE);
-	for (i = 0; ret != LOOPGUARD_DB_FULL; i++) T_BEGIN {
+	loopguard_store_keep_idle(TRUE);
+	for (i = 0; ret != LOOPGUARD_STORE_FULL; i++) T_BEGIN {
 		ret = bench_delivery(full, bench_key("fill", i), now);
 		if (ret == 0)
 			filled++;
@@ -104,7 +98,7 @@ int main(int argc, char *argv[])
 	printf("  full store  %8.3f ms  (%.2fx)\n",
 	       usecs_full / 1000.0 / rounds,
 	       (double)usecs_full / I_MAX(usecs_empty, 1));
-	loopguard_db_keep_idle(FALSE);
+	loopguard_store_keep_idle(FALSE);
 	lib_deinit();
 	return 0;
 }

@@ -6,31 +6,12 @@
 #include "str.h"
 #include "time-util.h"
 
-#include "loopguard-db.h"
-#include "loopguard-window.h"
+#include "loopguard-store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
-
-struct bench_update {
-	const struct loopguard_window_params *params;
-	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
-	struct loopguard_window_result result;
-};
-
-static bool
-bench_update(const struct loopguard_db_record *old, time_t now,
-	     buffer_t *new_payload, time_t *expires_r, void *context)
-{
-	struct bench_update *update = context;
-
-	return loopguard_window_apply(
-		old == NULL ? NULL : old->payload,
-		old == NULL ? 0 : old->payload_size, update->params, now,
-		update->hash, TRUE, new_payload, expires_r, &update->result);
-}
 
 static void bench_key(unsigned int n, string_t *key)
 {
@@ -38,38 +19,38 @@ static void bench_key(unsigned int n, string_t *key)
 	str_printfa(key, "sender%u@example%u.com", n, n % 977);
 }
 
-static struct loopguard_db *bench_open(const char *path, bool sync)
+static struct loopguard_store *bench_open(const char *path, bool sync)
 {
-	struct loopguard_db_settings set;
-	struct loopguard_db *db;
+	struct loopguard_store_settings set;
+	struct loopguard_store *store;
 	const char *error;
 
 	i_zero(&set);
-	set.path = path;
+	set.location = path;
 	set.max_size = 4ULL * 1024 * 1024 * 1024;
 	set.sync = sync;
 	set.log_size = 0;
-	if (loopguard_db_open(&set, &db, &error) < 0)
+	if (loopguard_store_open(&set, &store, &error) < 0)
 		i_fatal("open %s: %s", path, error);
-	return db;
+	return store;
 }
 
 static void
-bench_record(struct loopguard_db *db, unsigned int n, unsigned int seq,
+bench_record(struct loopguard_store *store, unsigned int n, unsigned int seq,
 	     time_t now)
 {
 	static const struct loopguard_window_params params = {
 		.count = 23, .period = 43200 };
-	struct bench_update update;
+	unsigned char hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
+	struct loopguard_window_result result;
 	const char *error;
 	string_t *key = t_str_new(64);
 
-	i_zero(&update);
-	update.params = &params;
-	memcpy(update.hash, &seq, sizeof(seq));
+	i_zero(&hash);
+	memcpy(hash, &seq, sizeof(seq));
 	bench_key(n, key);
-	if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", str_c(key),
-				now, bench_update, &update, &error) < 0)
+	if (loopguard_store_window_check(store, "", str_c(key), &params, hash,
+					 now, TRUE, &result, &error) < 0)
 		i_fatal("update: %s", error);
 }
 
@@ -78,17 +59,17 @@ static double
 bench_measure(const char *path, unsigned int keys, unsigned int ops,
 	      bool sync, time_t now)
 {
-	struct loopguard_db *db = bench_open(path, sync);
+	struct loopguard_store *store = bench_open(path, sync);
 	struct timeval start, end;
 	unsigned int i;
 
 	i_gettimeofday(&start);
 	for (i = 0; i < ops; i++) T_BEGIN {
-		bench_record(db, (unsigned int)random() % keys,
+		bench_record(store, (unsigned int)random() % keys,
 			     1000000 + i, now);
 	} T_END;
 	i_gettimeofday(&end);
-	loopguard_db_close(&db);
+	loopguard_store_close(&store);
 	long long usecs = timeval_diff_usecs(&end, &start);
 
 	return (double)usecs / ops;
@@ -96,13 +77,13 @@ bench_measure(const char *path, unsigned int keys, unsigned int ops,
 
 static void bench_fill(const char *path, unsigned int keys, time_t now)
 {
-	struct loopguard_db *db = bench_open(path, FALSE);
+	struct loopguard_store *store = bench_open(path, FALSE);
 	unsigned int i;
 
 	for (i = 0; i < keys; i++) T_BEGIN {
-		bench_record(db, i, i, now);
+		bench_record(store, i, i, now);
 	} T_END;
-	loopguard_db_close(&db);
+	loopguard_store_close(&store);
 }
 
 int main(int argc, char *argv[])

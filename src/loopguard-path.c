@@ -1,16 +1,22 @@
-/* Resolution of the sieve_loopguard_db setting to a file path. */
+/* Resolution of the sieve_loopguard_db setting to a store location. */
 
 #include "lib.h"
 
 #include "loopguard-compat.h"
 #include "loopguard-path.h"
 
+bool loopguard_path_needs_home(const char *configured)
+{
+	return *configured != '/' &&
+		!str_begins_with(configured, LOOPGUARD_PATH_URI_PREFIX);
+}
+
 int loopguard_path_resolve(const char *configured, const char *home,
 			   const char **path_r, const char **error_r)
 {
 	const char *path = configured;
 
-	if (*path == '/') {
+	if (!loopguard_path_needs_home(path)) {
 		*path_r = path;
 		return 0;
 	}

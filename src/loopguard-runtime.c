@@ -23,10 +23,9 @@
 #include "sieve-ext-variables.h"
 
 #include "loopguard-compat.h"
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "loopguard-path.h"
 #include "looptest-checks.h"
-#include "loopguard-window.h"
 #include "loopguard-text.h"
 #include "loopguard-runtime.h"
 
@@ -111,9 +110,8 @@ void loopguard_context_unload(const struct sieve_extension *ext)
 		return;
 	/* a result that was never executed (sieve-test without -e, a
 	   failure before the actions) ends here, without its changes */
-	loopguard_db_delivery_abort(&ctx->delivery);
-	if (ctx->db != NULL)
-		loopguard_db_close(&ctx->db);
+	loopguard_store_delivery_abort(&ctx->delivery);
+	loopguard_store_close(&ctx->store);
 	pool_unref(&ctx->pool);
 }
 
@@ -127,12 +125,12 @@ loopguard_runtime_context(const struct sieve_runtime_env *renv)
 }
 
 int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
-				  const char *test, int db_ret,
+				  const char *test, int store_ret,
 				  const char *error)
 {
 	const struct loopguard_context *ctx = loopguard_runtime_context(renv);
 
-	if (db_ret == LOOPGUARD_DB_FULL) {
+	if (store_ret == LOOPGUARD_STORE_FULL) {
 		/* Deferring would not help: the records are all live, so
 		   the retry would find the store just as full. */
 		e_warning(renv->event, "%s test: loopguard state is full, "
@@ -168,8 +166,8 @@ loopguard_delivery_end(struct loopguard_context *ctx, bool success,
 	if (ctx->delivery == NULL)
 		return;
 	if (!success)
-		loopguard_db_delivery_abort(&ctx->delivery);
-	else if (loopguard_db_delivery_commit(&ctx->delivery, &error) < 0) {
+		loopguard_store_delivery_abort(&ctx->delivery);
+	else if (loopguard_store_delivery_commit(&ctx->delivery, &error) < 0) {
 		/* The mail is delivered; only its state is lost. */
 		e_warning(event, "loopguard: failed to record the "
 			  "delivery's state: %s", error);
@@ -219,9 +217,9 @@ loopguard_delivery_begin(const struct sieve_runtime_env *renv,
 	if (ctx->delivery != NULL && ctx->delivery_result == renv->result)
 		return 0;
 	/* left by a result that was never executed */
-	loopguard_db_delivery_abort(&ctx->delivery);
-	if (loopguard_db_delivery_begin(ctx->db, &ctx->delivery,
-					error_r) < 0)
+	loopguard_store_delivery_abort(&ctx->delivery);
+	if (loopguard_store_delivery_begin(ctx->store, &ctx->delivery,
+					   error_r) < 0)
 		return -1;
 	ctx->delivery_result = renv->result;
 	if (sieve_result_add_action(renv, renv->oprtn->ext, NULL,
@@ -235,43 +233,48 @@ loopguard_delivery_begin(const struct sieve_runtime_env *renv,
 }
 
 static int
-loopguard_runtime_open_db(const struct sieve_runtime_env *renv,
-			  struct loopguard_db **db_r, const char **error_r)
+loopguard_runtime_open_store(const struct sieve_runtime_env *renv,
+			     struct loopguard_store **store_r,
+			     const char **error_r)
 {
 	struct sieve_instance *svinst = renv->exec_env->svinst;
 	struct loopguard_context *ctx = loopguard_runtime_context(renv);
-	struct loopguard_db_settings db_set;
-	const char *path;
+	struct loopguard_store_settings store_set;
+	const char *location;
 
-	if (ctx->db == NULL) {
+	if (ctx->store == NULL) {
 		if (loopguard_path_resolve(ctx->set.db_path,
 				sieve_environment_get_homedir(svinst),
-				&path, error_r) < 0)
+				&location, error_r) < 0)
 			return -1;
 
-		i_zero(&db_set);
-		db_set.path = path;
-		db_set.max_size = ctx->set.db_max_size;
-		db_set.sync = ctx->set.sync;
-		db_set.allow_network_fs = ctx->set.db_allow_network_fs;
-		db_set.log_size = ctx->set.log_size;
-		db_set.record_expires = loopguard_window_record_expires;
-		if (loopguard_db_open(&db_set, &ctx->db, error_r) < 0)
+		i_zero(&store_set);
+		store_set.location = location;
+		store_set.username = svinst->username;
+		store_set.max_size = ctx->set.db_max_size;
+		store_set.sync = ctx->set.sync;
+		store_set.allow_network_fs = ctx->set.db_allow_network_fs;
+		store_set.log_size = ctx->set.log_size;
+		/* the store lives as long as the Sieve instance */
+		store_set.event = ctx->event;
+		if (loopguard_store_open(&store_set, &ctx->store,
+					 error_r) < 0)
 			return -1;
 	}
 	if (loopguard_delivery_begin(renv, ctx, error_r) < 0)
 		return -1;
-	*db_r = ctx->db;
+	*store_r = ctx->store;
 	return 0;
 }
 
-int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
-			     const char *test, struct loopguard_db **db_r)
+int loopguard_runtime_get_store(const struct sieve_runtime_env *renv,
+				const char *test,
+				struct loopguard_store **store_r)
 {
 	const char *error;
 
-	if (loopguard_runtime_open_db(renv, db_r, &error) < 0) {
-		*db_r = NULL;
+	if (loopguard_runtime_open_store(renv, store_r, &error) < 0) {
+		*store_r = NULL;
 		return loopguard_runtime_store_error(renv, test, -1, error);
 	}
 	return SIEVE_EXEC_OK;
@@ -291,11 +294,11 @@ loopguard_runtime_add_checks(struct event *event, const char *reasons)
 }
 
 void loopguard_runtime_report(const struct sieve_runtime_env *renv,
-			      const struct loopguard_db_event *fired)
+			      const struct loopguard_store_event *fired)
 {
 	struct sieve_instance *svinst = renv->exec_env->svinst;
-	struct loopguard_db_event lg_event = *fired;
-	struct loopguard_db *db;
+	struct loopguard_store_event lg_event = *fired;
+	struct loopguard_store *store;
 	struct event *event;
 	const char *error, *handle, *key, *message_id;
 
@@ -340,8 +343,8 @@ void loopguard_runtime_report(const struct sieve_runtime_env *renv,
 
 	/* The log is for the administrator's eyes; failing to keep it must
 	   not change what happens to the message. */
-	if (loopguard_runtime_open_db(renv, &db, &error) < 0 ||
-	    loopguard_db_log_append(db, &lg_event, &error) < 0) {
+	if (loopguard_runtime_open_store(renv, &store, &error) < 0 ||
+	    loopguard_store_log_append(store, &lg_event, &error) < 0) {
 		e_warning(renv->event, "loopguard: failed to keep the event "
 			  "in the user's log: %s", error);
 	}

@@ -14,8 +14,9 @@
 
 struct sieve_extension;
 struct sieve_runtime_env;
-struct loopguard_db;
-struct loopguard_db_event;
+struct loopguard_store;
+struct loopguard_store_delivery;
+struct loopguard_store_event;
 struct looptest_envelope;
 struct looptest_result;
 
@@ -26,11 +27,11 @@ struct loopguard_context {
 	struct loopguard_settings set;
 	const struct sieve_extension *var_ext;
 	/* opened on first use, closed when the extension unloads */
-	struct loopguard_db *db;
+	struct loopguard_store *store;
 	/* The store transaction of the delivery whose result is
 	   delivery_result: begun at its first use of the store, committed
 	   when the result's actions have succeeded, aborted otherwise. */
-	struct loopguard_db_delivery *delivery;
+	struct loopguard_store_delivery *delivery;
 	const struct sieve_result *delivery_result;
 	/* the Sieve instance's, for what is logged outside a test */
 	struct event *event;
@@ -42,22 +43,23 @@ LOOPGUARD_EXT_LOAD_RESULT
 loopguard_context_load(const struct sieve_extension *ext, void **context);
 void loopguard_context_unload(const struct sieve_extension *ext);
 
-/* Returns SIEVE_EXEC_OK with *db_r set, or the result of
-   loopguard_runtime_store_error() with *db_r NULL. The delivery's store
-   transaction is open then: everything done on *db_r becomes durable, in
-   one commit, only when the delivery has succeeded. */
-int loopguard_runtime_get_db(const struct sieve_runtime_env *renv,
-			     const char *test, struct loopguard_db **db_r);
+/* Returns SIEVE_EXEC_OK with *store_r set, or the result of
+   loopguard_runtime_store_error() with *store_r NULL. The delivery's store
+   transaction is open then: everything done on *store_r becomes durable,
+   in one commit, only when the delivery has succeeded. */
+int loopguard_runtime_get_store(const struct sieve_runtime_env *renv,
+				const char *test,
+				struct loopguard_store **store_r);
 
-/* Handles a failure of the store, db_ret being what the store returned
-   (-1, or LOOPGUARD_DB_FULL). The user's script log gets a generic warning,
+/* Handles a failure of the store, store_ret being what the store returned
+   (-1, or LOOPGUARD_STORE_FULL). The user's script log gets a generic warning,
    the details go to the administrator's log. A full store is no transient
    error, so it is always handled like keep: SIEVE_EXEC_OK after the warning
    (the caller answers false). Any other error follows
    sieve_loopguard_on_error: keep as above, tempfail returns
    SIEVE_EXEC_TEMP_FAILURE. */
 int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
-				  const char *test, int db_ret,
+				  const char *test, int store_ret,
 				  const char *error);
 
 /* Reports a test that fired: one log line, the sieve_loopguard_<test> event,
@@ -65,7 +67,7 @@ int loopguard_runtime_store_error(const struct sieve_runtime_env *renv,
    fired holds what the test found; its time and message_id are not read,
    as they are the same for every test: now, and the message's Message-ID. */
 void loopguard_runtime_report(const struct sieve_runtime_env *renv,
-			      const struct loopguard_db_event *fired);
+			      const struct loopguard_store_event *fired);
 
 /* The user's addresses, lower-cased: envelope recipient, original
    recipient and sieve_user_email, plus extra (may be NULL). */

@@ -4,7 +4,6 @@
 #include "buffer.h"
 #include "byteorder.h"
 
-#include "loopguard-db.h"
 #include "loopguard-window.h"
 
 /* Payload, all integers big-endian:
@@ -224,19 +223,15 @@ bool loopguard_window_apply(const unsigned char *old, size_t old_size,
 	return TRUE;
 }
 
-time_t loopguard_window_record_expires(const struct loopguard_db_record *record,
-				       time_t now)
+time_t loopguard_window_expires(const unsigned char *data, size_t size,
+				time_t now)
 {
 	struct window_payload payload;
 	struct window_stamp stamp;
 	time_t expires;
 	unsigned int i;
 
-	if (record->kind != LOOPGUARD_DB_KIND_RATE)
-		return record->expires;
-	if (now < 0 || !window_payload_parse(record->payload,
-						record->payload_size, now,
-						&payload))
+	if (now < 0 || !window_payload_parse(data, size, now, &payload))
 		return 0;
 	expires = window_lock_at(&payload, now, payload.lock);
 	for (i = 0; i < payload.stamp_count; i++) {

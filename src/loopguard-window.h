@@ -12,8 +12,6 @@
    by a clock that was wrong, and is stale. */
 #define LOOPGUARD_WINDOW_CLOCK_TOLERANCE (5 * 60)
 
-struct loopguard_db_record;
-
 struct loopguard_window_params {
 	/* at most this many messages per window; 0 disables the test */
 	unsigned int count;
@@ -67,12 +65,11 @@ bool loopguard_window_apply(const unsigned char *old, size_t old_size,
 			    time_t *expires_r,
 			    struct loopguard_window_result *result_r);
 
-/* For the store (loopguard_db_expires_func_t): when a ratelimit record
-   really expires at now, by the rules of loopguard_window_apply() and the
-   window and lock stored in it. Records of other kinds keep their
-   expiry; an unreadable payload has expired. */
-time_t loopguard_window_record_expires(const struct loopguard_db_record *record,
-				       time_t now);
+/* For the store: when a window record really expires at now, by the rules
+   of loopguard_window_apply() and the window and lock stored in its
+   payload. An unreadable payload has expired (0). */
+time_t loopguard_window_expires(const unsigned char *payload, size_t size,
+				time_t now);
 
 /* Decodes a stored payload, judging its times as loopguard_window_apply()
    does. Returns FALSE for a payload of the wrong

@@ -9,9 +9,6 @@
 
 #include "lib.h"
 #include "array.h"
-#include "buffer.h"
-#include "byteorder.h"
-#include "hex-binary.h"
 
 #include <time.h>
 
@@ -22,7 +19,7 @@
 #include "sieve-result.h"
 #include "sieve-runtime.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "loopguard-runtime.h"
 #include "looptest-duplicate.h"
 
@@ -38,39 +35,6 @@ struct looptest_duplicate_seen {
 struct looptest_duplicate_context {
 	ARRAY(struct looptest_duplicate_seen) seen;
 };
-
-/* Each sighting restarts the period, so a loop that keeps going keeps
-   being caught. The payload is the time last seen, big-endian. */
-struct looptest_duplicate_update {
-	unsigned int period;
-	struct event *event;
-	bool duplicate;
-};
-
-static bool
-looptest_duplicate_seen_update(const struct loopguard_db_record *old,
-			       time_t now, buffer_t *new_payload,
-			       time_t *expires_r, void *context)
-{
-	struct looptest_duplicate_update *upd = context;
-	uint64_t last_seen;
-
-	upd->duplicate = FALSE;
-	if (old != NULL && old->payload_size == sizeof(uint64_t)) {
-		/* unsigned: a time read from the file cannot overflow */
-		last_seen = be64_to_cpu_unaligned(old->payload);
-		upd->duplicate = last_seen + upd->period > (uint64_t)now;
-	} else if (old != NULL) {
-		e_warning(upd->event, "looptest: ignoring a fingerprint "
-			  "record of %zu bytes", old->payload_size);
-	}
-	cpu64_to_be_unaligned((uint64_t)now,
-		buffer_append_space_unsafe(new_payload, sizeof(uint64_t)));
-	*expires_r = now + upd->period;
-	if (old != NULL && old->expires > *expires_r)
-		*expires_r = old->expires;
-	return TRUE;
-}
 
 /*
  * Check
@@ -94,36 +58,38 @@ looptest_duplicate_context_get(const struct sieve_runtime_env *renv)
 	return dctx;
 }
 
+/* The store keeps fingerprints of the same size. */
+#if LOOPTEST_FINGERPRINT_SIZE != LOOPGUARD_STORE_FINGERPRINT_SIZE
+#  error "LOOPTEST_FINGERPRINT_SIZE differs from the store's"
+#endif
+
 /* Looks the fingerprint up and records this sighting in one step, in the
    delivery's store transaction: the sighting becomes durable only when
    the delivery has succeeded, and a copy delivered at the same moment
-   waits for this delivery to end and then finds it. */
+   waits for this delivery to end and then finds it. Each sighting
+   restarts the period, so a loop that keeps going keeps being caught. */
 static int
 looptest_duplicate_lookup(const struct sieve_runtime_env *renv,
-			  const char *key, unsigned int period,
-			  bool *duplicate_r)
+			  const unsigned char fingerprint[
+				  LOOPTEST_FINGERPRINT_SIZE],
+			  unsigned int period, bool *duplicate_r)
 {
-	struct looptest_duplicate_update upd;
-	struct loopguard_db *db;
+	struct loopguard_store *store;
 	const char *error;
 	int ret;
 
 	*duplicate_r = FALSE;
-	if ((ret = loopguard_runtime_get_db(renv, "looptest",
-					    &db)) != SIEVE_EXEC_OK ||
-	    db == NULL)
+	if ((ret = loopguard_runtime_get_store(renv, "looptest",
+					       &store)) != SIEVE_EXEC_OK ||
+	    store == NULL)
 		return ret;
 
-	i_zero(&upd);
-	upd.period = period;
-	upd.event = renv->event;
-	ret = loopguard_db_update(db, LOOPGUARD_DB_KIND_SEEN, "", key,
-				  time(NULL), looptest_duplicate_seen_update,
-				  &upd, &error);
+	ret = loopguard_store_fingerprint_check(store, fingerprint, period,
+						time(NULL), duplicate_r,
+						&error);
 	if (ret < 0)
 		return loopguard_runtime_store_error(renv, "looptest", ret,
 						     error);
-	*duplicate_r = upd.duplicate;
 	return SIEVE_EXEC_OK;
 }
 
@@ -135,7 +101,6 @@ int looptest_duplicate_check(const struct sieve_runtime_env *renv,
 	struct looptest_duplicate_context *dctx =
 		looptest_duplicate_context_get(renv);
 	struct looptest_duplicate_seen *seen;
-	const char *key;
 	bool duplicate;
 	int ret;
 
@@ -148,8 +113,8 @@ int looptest_duplicate_check(const struct sieve_runtime_env *renv,
 		}
 	}
 
-	key = binary_to_hex(fingerprint, LOOPTEST_FINGERPRINT_SIZE);
-	ret = looptest_duplicate_lookup(renv, key, period, &duplicate);
+	ret = looptest_duplicate_lookup(renv, fingerprint, period,
+					&duplicate);
 	if (ret != SIEVE_EXEC_OK)
 		return ret;
 

@@ -11,7 +11,7 @@
 #include "sieve-extensions.h"
 
 #include "loopguard-compat.h"
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "ext-looptest-common.h"
 #include "ext-ratelimit-common.h"
 #include "sieve-loopguard-plugin.h"
@@ -44,7 +44,7 @@ static void sieve_loopguard_plugin_stay_loaded(struct sieve_instance *svinst)
 		return;
 	}
 	sieve_loopguard_plugin_resident = TRUE;
-	loopguard_db_keep_idle(TRUE);
+	loopguard_store_keep_idle(TRUE);
 }
 
 LOOPGUARD_PLUGIN_LOAD_RESULT

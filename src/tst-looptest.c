@@ -22,7 +22,7 @@
 #include "sieve-dump.h"
 #include "sieve-ext-variables.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "loopguard-runtime.h"
 #include "loopguard-tags.h"
 #include "looptest-checks.h"
@@ -506,7 +506,7 @@ tst_looptest_operation_execute(const struct sieve_runtime_env *renv,
 	}
 
 	if (result.fired != 0) {
-		const struct loopguard_db_event event = {
+		const struct loopguard_store_event event = {
 			.test = "looptest",
 			.handle = "",
 			.key = envelope.sender == NULL ? "" : envelope.sender,

@@ -20,7 +20,7 @@
 #include "sieve-runtime-trace.h"
 #include "sieve-dump.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "loopguard-runtime.h"
 #include "loopguard-tags.h"
 #include "loopguard-text.h"
@@ -295,25 +295,6 @@ tst_ratelimit_operation_dump(const struct sieve_dumptime_env *denv,
  * Code execution
  */
 
-struct tst_ratelimit_update {
-	const struct loopguard_window_params *params;
-	const unsigned char *message_hash;
-	struct loopguard_window_result result;
-};
-
-static bool
-tst_ratelimit_update(const struct loopguard_db_record *old, time_t now,
-		     buffer_t *new_payload, time_t *expires_r, void *context)
-{
-	struct tst_ratelimit_update *update = context;
-
-	return loopguard_window_apply(
-		old == NULL ? NULL : old->payload,
-		old == NULL ? 0 : old->payload_size, update->params, now,
-		update->message_hash, TRUE, new_payload, expires_r,
-		&update->result);
-}
-
 static const char *
 tst_ratelimit_header(const struct sieve_runtime_env *renv, const char *name,
 		     bool utf8)
@@ -376,11 +357,9 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 		    struct loopguard_window_result *result_r)
 {
 	unsigned char message_hash[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE];
-	struct tst_ratelimit_update update;
-	struct loopguard_db_record record;
-	struct loopguard_db *db;
+	struct loopguard_store *store;
 	const char *error;
-	time_t now = time(NULL), expires;
+	time_t now = time(NULL);
 	int ret;
 
 	i_zero(result_r);
@@ -397,41 +376,18 @@ tst_ratelimit_check(const struct sieve_runtime_env *renv,
 	if ((ret = tst_ratelimit_message_hash(renv, message_hash)) !=
 	    SIEVE_EXEC_OK)
 		return ret;
-	if ((ret = loopguard_runtime_get_db(renv, "ratelimit",
-					    &db)) != SIEVE_EXEC_OK ||
-	    db == NULL)
+	if ((ret = loopguard_runtime_get_store(renv, "ratelimit",
+					       &store)) != SIEVE_EXEC_OK ||
+	    store == NULL)
 		return ret;
 
-	if (noupdate) {
-		pool_t pool = pool_alloconly_create("ratelimit lookup", 1024);
-
-		ret = loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle,
-					  key, now, pool, &record, &error);
-		if (ret >= 0) {
-			(void)loopguard_window_apply(
-				ret == 0 ? NULL : record.payload,
-				ret == 0 ? 0 : record.payload_size, params,
-				now, message_hash, FALSE, NULL, &expires,
-				result_r);
-		}
-		pool_unref(&pool);
-		if (ret < 0) {
-			return loopguard_runtime_store_error(
-				renv, "ratelimit", ret, error);
-		}
-		return SIEVE_EXEC_OK;
-	}
-
-	i_zero(&update);
-	update.params = params;
-	update.message_hash = message_hash;
-	ret = loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle, key, now,
-				  tst_ratelimit_update, &update, &error);
+	ret = loopguard_store_window_check(store, handle, key, params,
+					   message_hash, now, !noupdate,
+					   result_r, &error);
 	if (ret < 0) {
 		return loopguard_runtime_store_error(renv, "ratelimit", ret,
 						     error);
 	}
-	*result_r = update.result;
 	return SIEVE_EXEC_OK;
 }
 
@@ -589,7 +545,7 @@ tst_ratelimit_operation_execute(const struct sieve_runtime_env *renv,
 		result.already_counted ? ", counted before" : "");
 
 	if (result.exceeded) {
-		const struct loopguard_db_event event = {
+		const struct loopguard_store_event event = {
 			.test = "ratelimit",
 			.handle = handle,
 			.key = key,

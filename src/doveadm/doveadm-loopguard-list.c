@@ -2,12 +2,10 @@
 
 #include "lib.h"
 #include "array.h"
-#include "str-sanitize.h"
 #include "mail-user.h"
 #include "doveadm-print.h"
 
-#include "loopguard-db.h"
-#include "loopguard-window.h"
+#include "loopguard-store.h"
 #include "loopguard-text.h"
 #include "doveadm-loopguard.h"
 
@@ -25,45 +23,28 @@ struct loopguard_list_cmd_context {
 	const char *handle;
 
 	/* per user */
-	struct mail_user *user;
 	time_t now;
 	pool_t rows_pool;
 	ARRAY(struct loopguard_list_row) rows;
 };
 
+/* looptest's duplicate fingerprints are hashes of messages: nothing an
+   administrator can read or act on, so only the windows of ratelimit keys
+   are listed. purge still covers both. */
 static int
-cmd_loopguard_list_record(const struct loopguard_db_record *record,
+cmd_loopguard_list_window(const struct loopguard_store_window *window,
 			  void *context)
 {
 	struct loopguard_list_cmd_context *ctx = context;
 	struct loopguard_list_row *row;
-	struct loopguard_window_state state;
 
-	/* looptest's duplicate fingerprints are hashes of messages: nothing
-	   an administrator can read or act on, so only ratelimit keys are
-	   listed. purge still covers both. */
-	if (record->kind != LOOPGUARD_DB_KIND_RATE)
-		return 0;
-	if (ctx->handle != NULL && strcmp(record->handle, ctx->handle) != 0)
-		return 0;
-	if (!loopguard_window_decode(record->payload, record->payload_size,
-				     ctx->now, &state)) {
-		e_warning(ctx->user->event,
-			  "loopguard: key '%s' of handle '%s' has an "
-			  "unreadable value (%zu bytes), skipped",
-			  str_sanitize(record->key, 256),
-			  str_sanitize(record->handle, 64),
-			  record->payload_size);
-		return 0;
-	}
-
-	/* The record's strings live in LMDB's map, valid only inside the read
-	   transaction; printing may block on a slow reader of stdout, so the
-	   rows are copied and printed after the transaction. */
+	/* The window's strings are valid only during the call (LMDB: inside
+	   the read transaction); printing may block on a slow reader of
+	   stdout, so the rows are copied and printed afterwards. */
 	row = array_append_space(&ctx->rows);
-	row->handle = p_strdup(ctx->rows_pool, record->handle);
-	row->key = p_strdup(ctx->rows_pool, record->key);
-	row->state = state;
+	row->handle = p_strdup(ctx->rows_pool, window->handle);
+	row->key = p_strdup(ctx->rows_pool, window->key);
+	row->state = window->state;
 	return 0;
 }
 
@@ -86,22 +67,22 @@ cmd_loopguard_list_run(struct doveadm_mail_cmd_context *_ctx,
 	struct loopguard_list_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_list_cmd_context, ctx);
 	const struct loopguard_list_row *row;
-	struct loopguard_db *db;
+	struct loopguard_store *store;
 	const char *error;
 	int ret;
 
-	ret = doveadm_loopguard_open(_ctx, user, &db);
+	ret = doveadm_loopguard_open(_ctx, user, &store);
 	if (ret <= 0)
 		return ret;
 
-	ctx->user = user;
 	ctx->now = time(NULL);
 	ctx->rows_pool = pool_alloconly_create("loopguard list rows", 1024);
 	p_array_init(&ctx->rows, ctx->rows_pool, 32);
 
-	ret = loopguard_db_iterate(db, ctx->now, cmd_loopguard_list_record,
-				   ctx, &error);
-	loopguard_db_close(&db);
+	ret = loopguard_store_window_iterate(store, ctx->handle, ctx->now,
+					     cmd_loopguard_list_window, ctx,
+					     &error);
+	loopguard_store_close(&store);
 	if (ret < 0)
 		doveadm_loopguard_failed(_ctx, user, error);
 	else {
@@ -109,7 +90,6 @@ cmd_loopguard_list_run(struct doveadm_mail_cmd_context *_ctx,
 			cmd_loopguard_list_print(row);
 	}
 	pool_unref(&ctx->rows_pool);
-	ctx->user = NULL;
 	return ret;
 }
 

@@ -6,7 +6,7 @@
 #include "mail-user.h"
 #include "doveadm-print.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "doveadm-loopguard.h"
 
 #include <time.h>
@@ -20,7 +20,7 @@ struct loopguard_log_cmd_context {
 
 	/* per user */
 	pool_t events_pool;
-	ARRAY(struct loopguard_db_event) events;
+	ARRAY(struct loopguard_store_event) events;
 };
 
 /* --since: digits are a UNIX timestamp, anything else a Dovecot interval
@@ -52,11 +52,11 @@ static const char *cmd_loopguard_log_strdup(pool_t pool, const char *str)
 }
 
 static int
-cmd_loopguard_log_event(const struct loopguard_db_event *event,
+cmd_loopguard_log_event(const struct loopguard_store_event *event,
 			void *context)
 {
 	struct loopguard_log_cmd_context *ctx = context;
-	struct loopguard_db_event *copy;
+	struct loopguard_store_event *copy;
 
 	/* Copied out of the read transaction; see list. */
 	copy = array_append_space(&ctx->events);
@@ -72,7 +72,7 @@ cmd_loopguard_log_event(const struct loopguard_db_event *event,
 	return 0;
 }
 
-static void cmd_loopguard_log_print(const struct loopguard_db_event *event)
+static void cmd_loopguard_log_print(const struct loopguard_store_event *event)
 {
 	doveadm_print(doveadm_loopguard_time(event->time));
 	doveadm_print(doveadm_loopguard_text(event->test));
@@ -91,12 +91,12 @@ cmd_loopguard_log_run(struct doveadm_mail_cmd_context *_ctx,
 {
 	struct loopguard_log_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_log_cmd_context, ctx);
-	const struct loopguard_db_event *event;
-	struct loopguard_db *db;
+	const struct loopguard_store_event *event;
+	struct loopguard_store *store;
 	const char *error;
 	int ret;
 
-	ret = doveadm_loopguard_open(_ctx, user, &db);
+	ret = doveadm_loopguard_open(_ctx, user, &store);
 	if (ret <= 0)
 		return ret;
 
@@ -104,9 +104,10 @@ cmd_loopguard_log_run(struct doveadm_mail_cmd_context *_ctx,
 						 1024);
 	p_array_init(&ctx->events, ctx->events_pool, 32);
 
-	ret = loopguard_db_log_iterate(db, ctx->since,
-				       cmd_loopguard_log_event, ctx, &error);
-	loopguard_db_close(&db);
+	ret = loopguard_store_log_iterate(store, ctx->since,
+					  cmd_loopguard_log_event, ctx,
+					  &error);
+	loopguard_store_close(&store);
 	if (ret < 0)
 		doveadm_loopguard_failed(_ctx, user, error);
 	else {

@@ -4,7 +4,7 @@
 #include "mail-user.h"
 #include "doveadm-print.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "doveadm-loopguard.h"
 
 #include <time.h>
@@ -20,18 +20,18 @@ cmd_loopguard_purge_run(struct doveadm_mail_cmd_context *_ctx,
 {
 	struct loopguard_purge_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_purge_cmd_context, ctx);
-	struct loopguard_db *db;
+	struct loopguard_store *store;
 	unsigned int purged = 0;
 	const char *error;
 	int ret;
 
-	ret = doveadm_loopguard_open(_ctx, user, &db);
+	ret = doveadm_loopguard_open(_ctx, user, &store);
 	if (ret < 0)
 		return -1;
 	if (ret > 0) {
-		ret = loopguard_db_purge(db, time(NULL), ctx->all, &purged,
-					 &error);
-		loopguard_db_close(&db);
+		ret = loopguard_store_purge(store, time(NULL), ctx->all,
+					    &purged, &error);
+		loopguard_store_close(&store);
 		if (ret < 0) {
 			doveadm_loopguard_failed(_ctx, user, error);
 			return -1;

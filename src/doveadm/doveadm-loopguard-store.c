@@ -6,14 +6,10 @@
 #include "doveadm-print.h"
 
 #include "loopguard-settings.h"
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "loopguard-path.h"
 #include "loopguard-text.h"
-#include "loopguard-window.h"
 #include "doveadm-loopguard.h"
-
-#include <sys/stat.h>
-#include <fcntl.h>
 
 static int
 doveadm_loopguard_get_path(struct mail_user *user, const char *configured,
@@ -22,83 +18,55 @@ doveadm_loopguard_get_path(struct mail_user *user, const char *configured,
 	const char *home = NULL;
 
 	/* Only a relative path needs the home directory looked up. */
-	if (*configured != '/' && mail_user_get_home(user, &home) < 0) {
+	if (loopguard_path_needs_home(configured) &&
+	    mail_user_get_home(user, &home) < 0) {
 		*error_r = "Failed to look up the home directory";
 		return -1;
 	}
 	return loopguard_path_resolve(configured, home, path_r, error_r);
 }
 
-/* Permission is checked before LMDB opens the files (the data file and
-   its lock file, both read-write), as its error is no more than a string:
-   denied access is not a temporary failure. Returns -1 with errno EACCES
-   and *path_r set when access is denied. */
-static int
-doveadm_loopguard_check_access(const char *path, const char **path_r)
-{
-	const char *paths[] = { path, t_strconcat(path, "-lock", NULL) };
-	unsigned int i;
-	int fd;
-
-	for (i = 0; i < N_ELEMENTS(paths); i++) {
-		if ((fd = open(paths[i], O_RDWR)) < 0) {
-			if (errno != EACCES)
-				continue;
-			*path_r = paths[i];
-			return -1;
-		}
-		i_close_fd(&fd);
-	}
-	return 0;
-}
-
 int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
-			   struct mail_user *user, struct loopguard_db **db_r)
+			   struct mail_user *user,
+			   struct loopguard_store **store_r)
 {
 	struct loopguard_settings lg_set;
-	struct loopguard_db_settings set;
-	struct stat st;
-	const char *error, *denied_path;
-	int stat_errno;
+	struct loopguard_store_settings set;
+	const char *error;
+	int ret, exists_errno;
 
-	*db_r = NULL;
+	*store_r = NULL;
 	if (doveadm_loopguard_settings_read(user, &lg_set, &error) < 0) {
 		e_error(user->event, "loopguard: %s", error);
 		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		return -1;
 	}
 	i_zero(&set);
+	set.username = user->username;
 	set.max_size = lg_set.db_max_size;
 	set.sync = lg_set.sync;
 	set.allow_network_fs = lg_set.db_allow_network_fs;
 	set.log_size = lg_set.log_size;
-	set.record_expires = loopguard_window_record_expires;
-	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.path,
+	set.event = user->event;
+	if (doveadm_loopguard_get_path(user, lg_set.db_path, &set.location,
 				       &error) < 0) {
 		e_error(user->event, "loopguard: %s", error);
 		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		return -1;
 	}
-	/* Looking must not leave a store behind: loopguard_db_open() would
-	   create one for every user that doveadm -A goes through. */
-	if (stat(set.path, &st) < 0) {
-		if (errno == ENOENT)
+	/* Looking must not leave a store behind: opening would create one
+	   for every user that doveadm -A goes through. Denied access is no
+	   temporary failure. */
+	if ((ret = loopguard_store_exists(&set, &error)) <= 0) {
+		if (ret == 0)
 			return 0;
-		stat_errno = errno;
-		e_error(user->event, "loopguard: stat(%s) failed: %m",
-			set.path);
-		doveadm_mail_failed_error(ctx, stat_errno == EACCES ?
+		exists_errno = errno;
+		e_error(user->event, "loopguard: %s", error);
+		doveadm_mail_failed_error(ctx, exists_errno == EACCES ?
 					  MAIL_ERROR_PERM : MAIL_ERROR_TEMP);
 		return -1;
 	}
-	if (doveadm_loopguard_check_access(set.path, &denied_path) < 0) {
-		e_error(user->event, "loopguard: open(%s) failed: %m",
-			denied_path);
-		doveadm_mail_failed_error(ctx, MAIL_ERROR_PERM);
-		return -1;
-	}
-
-	if (loopguard_db_open(&set, db_r, &error) < 0) {
+	if (loopguard_store_open(&set, store_r, &error) < 0) {
 		doveadm_loopguard_failed(ctx, user, error);
 		return -1;
 	}

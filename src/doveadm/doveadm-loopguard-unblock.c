@@ -5,7 +5,7 @@
 #include "str-sanitize.h"
 #include "mail-user.h"
 
-#include "loopguard-db.h"
+#include "loopguard-store.h"
 #include "loopguard-text.h"
 #include "doveadm-loopguard.h"
 
@@ -26,15 +26,14 @@ struct loopguard_unblock_cmd_context {
 };
 
 static int
-cmd_loopguard_unblock_record(const struct loopguard_db_record *record,
+cmd_loopguard_unblock_window(const struct loopguard_store_window *window,
 			     void *context)
 {
 	struct loopguard_unblock_cmd_context *ctx = context;
 	const char *handle;
 
-	if (record->kind == LOOPGUARD_DB_KIND_RATE &&
-	    strcmp(record->key, ctx->stored_key) == 0) {
-		handle = p_strdup(ctx->handles_pool, record->handle);
+	if (strcmp(window->key, ctx->stored_key) == 0) {
+		handle = p_strdup(ctx->handles_pool, window->handle);
 		array_push_back(&ctx->handles, &handle);
 	}
 	return 0;
@@ -44,7 +43,7 @@ cmd_loopguard_unblock_record(const struct loopguard_db_record *record,
    transaction has ended: no write may happen inside a store callback. */
 static int
 cmd_loopguard_unblock_delete(struct loopguard_unblock_cmd_context *ctx,
-			     struct loopguard_db *db,
+			     struct loopguard_store *store,
 			     unsigned int *deleted_r, const char **error_r)
 {
 	const char *handle;
@@ -53,14 +52,14 @@ cmd_loopguard_unblock_delete(struct loopguard_unblock_cmd_context *ctx,
 	*deleted_r = 0;
 	if (ctx->handle != NULL)
 		array_push_back(&ctx->handles, &ctx->handle);
-	else if (loopguard_db_iterate(db, time(NULL),
-				      cmd_loopguard_unblock_record, ctx,
-				      error_r) < 0)
+	else if (loopguard_store_window_iterate(store, NULL, time(NULL),
+						cmd_loopguard_unblock_window,
+						ctx, error_r) < 0)
 		return -1;
 
 	array_foreach_elem(&ctx->handles, handle) {
-		ret = loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, handle,
-					  ctx->stored_key, error_r);
+		ret = loopguard_store_window_delete(store, handle,
+						    ctx->stored_key, error_r);
 		if (ret < 0)
 			return -1;
 		if (ret > 0)
@@ -75,20 +74,21 @@ cmd_loopguard_unblock_run(struct doveadm_mail_cmd_context *_ctx,
 {
 	struct loopguard_unblock_cmd_context *ctx =
 		container_of(_ctx, struct loopguard_unblock_cmd_context, ctx);
-	struct loopguard_db *db;
+	struct loopguard_store *store;
 	const char *error;
 	unsigned int deleted = 0;
 	int ret;
 
-	ret = doveadm_loopguard_open(_ctx, user, &db);
+	ret = doveadm_loopguard_open(_ctx, user, &store);
 	if (ret < 0)
 		return -1;
 	if (ret > 0) {
 		ctx->handles_pool = pool_alloconly_create(
 			"loopguard unblock handles", 256);
 		p_array_init(&ctx->handles, ctx->handles_pool, 4);
-		ret = cmd_loopguard_unblock_delete(ctx, db, &deleted, &error);
-		loopguard_db_close(&db);
+		ret = cmd_loopguard_unblock_delete(ctx, store, &deleted,
+						   &error);
+		loopguard_store_close(&store);
 		pool_unref(&ctx->handles_pool);
 		if (ret < 0) {
 			doveadm_loopguard_failed(_ctx, user, error);

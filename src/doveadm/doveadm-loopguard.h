@@ -7,7 +7,7 @@
 #include "doveadm-mail.h"
 #include "loopguard-compat.h"
 
-struct loopguard_db;
+struct loopguard_store;
 
 extern struct doveadm_cmd_ver2 doveadm_loopguard_cmd_list;
 extern struct doveadm_cmd_ver2 doveadm_loopguard_cmd_unblock;
@@ -16,10 +16,11 @@ extern struct doveadm_cmd_ver2 doveadm_loopguard_cmd_purge;
 
 /* Opens the user's store as configured in plugin { sieve_loopguard_* }.
    A store that does not exist yet is never created: 0 is returned and
-   *db_r is NULL. Returns 1 when opened, -1 on error (logged, and the
-   command's exit code set). */
+   *store_r is NULL. Returns 1 when opened, -1 on error (logged, and the
+   command's exit code set). The store logs on the user's event. */
 int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
-			   struct mail_user *user, struct loopguard_db **db_r);
+			   struct mail_user *user,
+			   struct loopguard_store **store_r);
 
 /* Logs a store error and fails the command with a temporary error. */
 void doveadm_loopguard_failed(struct doveadm_mail_cmd_context *ctx,

@@ -5,7 +5,6 @@
 #include "byteorder.h"
 #include "test-common.h"
 
-#include "loopguard-db.h"
 #include "loopguard-window.h"
 #include "ratelimit-key.h"
 
@@ -338,15 +337,9 @@ static void test_window_absurd_times(void)
 /* What the store makes of the record: its effective expiry at now. */
 static time_t window_record_expires(const struct window *w, time_t now)
 {
-	struct loopguard_db_record record;
-
-	i_zero(&record);
-	record.kind = LOOPGUARD_DB_KIND_RATE;
-	record.expires = w->expires;
-	record.payload = w->payload->data;
-	record.payload_size = w->payload->used;
-	return I_MIN(record.expires,
-		     loopguard_window_record_expires(&record, now));
+	return I_MIN(w->expires,
+		     loopguard_window_expires(w->payload->data,
+					      w->payload->used, now));
 }
 
 #define TEN_YEARS ((time_t)10 * 365 * 24 * 60 * 60)

@@ -2,7 +2,7 @@
 
 #include "lib.h"
 #include "str-sanitize.h"
-#include "loopguard-db-verify.h"
+#include "store-lmdb-verify.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -410,7 +410,7 @@ verify_meta(struct verify_context *ctx, struct verify_db *free_r,
 				main_r, "(main)");
 }
 
-int loopguard_db_verify(int fd, size_t page_size, const char **reason_r)
+int store_lmdb_verify(int fd, size_t page_size, const char **reason_r)
 {
 	struct verify_context ctx;
 	struct verify_db free_db, main_db;

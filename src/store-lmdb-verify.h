@@ -1,5 +1,5 @@
-#ifndef LOOPGUARD_DB_VERIFY_H
-#define LOOPGUARD_DB_VERIFY_H
+#ifndef STORE_LMDB_VERIFY_H
+#define STORE_LMDB_VERIFY_H
 
 /* A structural check of an LMDB data file, read with pread(), before LMDB
    is let at it through its map. LMDB trusts its pages blindly: a node
@@ -16,6 +16,6 @@
    writer reuses the pages being read. Every page is read at most once.
    Returns 1 when the file is sound, 0 when it is damaged, with the reason
    in *reason_r, or -1 when reading it failed (*reason_r is the error). */
-int loopguard_db_verify(int fd, size_t page_size, const char **reason_r);
+int store_lmdb_verify(int fd, size_t page_size, const char **reason_r);
 
 #endif

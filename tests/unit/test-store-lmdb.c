@@ -1,4 +1,5 @@
-/* Unit tests of the LMDB state store (loopguard-db.c). */
+/* Unit tests of the LMDB store driver (store-lmdb*.c): its record layer
+   directly, the rest through the store API. */
 
 #include "lib.h"
 #include "buffer.h"
@@ -6,7 +7,8 @@
 #include "byteorder.h"
 #include "unlink-directory.h"
 #include "test-common.h"
-#include "loopguard-db.h"
+#include "loopguard-store.h"
+#include "store-lmdb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,29 +20,33 @@
 #include <time.h>
 
 #define TEST_NOW 1000000
+/* Records that expire when their stored expiry says (a window's payload
+   would decide too): the tests choose their payloads freely. */
+#define TEST_KIND LOOPGUARD_CODEC_KIND_FINGERPRINT
+#define TEST_OTHER_KIND LOOPGUARD_CODEC_KIND_WINDOW
 #define MiB (1024 * 1024)
 
 static const char *test_dir;
 
-static struct loopguard_db_settings test_settings(const char *name)
+static struct loopguard_store_settings test_settings(const char *name)
 {
-	struct loopguard_db_settings set;
+	struct loopguard_store_settings set;
 
 	i_zero(&set);
-	set.path = t_strdup_printf("%s/%s", test_dir, name);
+	set.location = t_strdup_printf("%s/%s", test_dir, name);
 	set.max_size = 64 * MiB;
 	set.sync = FALSE;
 	set.log_size = 100;
 	return set;
 }
 
-static struct loopguard_db *test_open(const struct loopguard_db_settings *set)
+static struct loopguard_store *test_open(const struct loopguard_store_settings *set)
 {
-	struct loopguard_db *db;
+	struct loopguard_store *db;
 	const char *error;
 
-	if (loopguard_db_open(set, &db, &error) < 0)
-		i_fatal("loopguard_db_open(%s): %s", set->path, error);
+	if (loopguard_store_open(set, &db, &error) < 0)
+		i_fatal("loopguard_store_open(%s): %s", set->location, error);
 	return db;
 }
 
@@ -69,7 +75,7 @@ struct test_set_context {
 };
 
 static bool
-test_set_callback(const struct loopguard_db_record *old, time_t now ATTR_UNUSED,
+test_set_callback(const struct loopguard_codec_record *old, time_t now ATTR_UNUSED,
 		  buffer_t *new_payload, time_t *expires_r, void *context)
 {
 	struct test_set_context *ctx = context;
@@ -87,7 +93,7 @@ test_set_callback(const struct loopguard_db_record *old, time_t now ATTR_UNUSED,
 }
 
 static int
-test_put(struct loopguard_db *db, const char *handle, const char *key,
+test_put(struct loopguard_store *db, const char *handle, const char *key,
 	 const char *payload, time_t now, time_t expires, const char **error_r)
 {
 	struct test_set_context ctx;
@@ -97,12 +103,12 @@ test_put(struct loopguard_db *db, const char *handle, const char *key,
 	ctx.payload_size = strlen(payload);
 	ctx.expires = expires;
 	ctx.store = TRUE;
-	return loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle, key,
+	return store_lmdb_update(db, TEST_KIND, handle, key,
 				   now, test_set_callback, &ctx, error_r);
 }
 
 static int
-test_put_size(struct loopguard_db *db, const char *key, size_t size,
+test_put_size(struct loopguard_store *db, const char *key, size_t size,
 	      time_t now, time_t expires, const char **error_r)
 {
 	struct test_set_context ctx;
@@ -114,20 +120,20 @@ test_put_size(struct loopguard_db *db, const char *key, size_t size,
 	ctx.payload_size = size;
 	ctx.expires = expires;
 	ctx.store = TRUE;
-	return loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", key,
+	return store_lmdb_update(db, TEST_KIND, "", key,
 				   now, test_set_callback, &ctx, error_r);
 }
 
 /* 1 = live record with this payload, 0 = none, -1 = error */
 static int
-test_get(struct loopguard_db *db, const char *handle, const char *key,
+test_get(struct loopguard_store *db, const char *handle, const char *key,
 	 time_t now, const char **payload_r)
 {
-	struct loopguard_db_record record;
+	struct loopguard_codec_record record;
 	const char *error;
 	int ret;
 
-	ret = loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle, key, now,
+	ret = store_lmdb_lookup(db, TEST_KIND, handle, key, now,
 				  pool_datastack_create(), &record, &error);
 	if (ret < 0)
 		i_error("lookup failed: %s", error);
@@ -138,7 +144,7 @@ test_get(struct loopguard_db *db, const char *handle, const char *key,
 
 /* Stores payload under handle/key and reads it back. */
 static bool
-test_put_get(struct loopguard_db *db, const char *handle, const char *key,
+test_put_get(struct loopguard_store *db, const char *handle, const char *key,
 	     const char *payload)
 {
 	const char *error, *stored;
@@ -159,7 +165,7 @@ struct test_count_context {
 };
 
 static int
-test_count_callback(const struct loopguard_db_record *record, void *context)
+test_count_callback(const struct loopguard_codec_record *record, void *context)
 {
 	struct test_count_context *ctx = context;
 
@@ -171,13 +177,13 @@ test_count_callback(const struct loopguard_db_record *record, void *context)
 
 /* Records physically present: iterating at time 0 sees every record,
    expired or not. */
-static unsigned int test_count_all(struct loopguard_db *db)
+static unsigned int test_count_all(struct loopguard_store *db)
 {
 	struct test_count_context ctx;
 	const char *error;
 
 	i_zero(&ctx);
-	if (loopguard_db_iterate(db, 0, test_count_callback, &ctx, &error) < 0)
+	if (store_lmdb_iterate(db, 0, test_count_callback, &ctx, &error) < 0)
 		i_error("iterate failed: %s", error);
 	return ctx.count;
 }
@@ -198,8 +204,8 @@ static int test_wait_child(pid_t pid)
 
 static void test_open_creates_0600(void)
 {
-	struct loopguard_db_settings set = test_settings("create");
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("create");
+	struct loopguard_store *db;
 	const char *error, *lock_path;
 	struct stat st;
 	mode_t old_umask;
@@ -207,27 +213,27 @@ static void test_open_creates_0600(void)
 	test_begin("loopguard db open creates data and lock file 0600");
 	/* with umask 0 the mode comes from us alone */
 	old_umask = umask(0);
-	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	test_assert(loopguard_store_open(&set, &db, &error) == 0);
 	umask(old_umask);
 
-	test_assert(stat(set.path, &st) == 0 && S_ISREG(st.st_mode) &&
+	test_assert(stat(set.location, &st) == 0 && S_ISREG(st.st_mode) &&
 		    (st.st_mode & 07777) == 0600);
-	lock_path = t_strconcat(set.path, "-lock", NULL);
+	lock_path = t_strconcat(set.location, "-lock", NULL);
 	test_assert(stat(lock_path, &st) == 0 && (st.st_mode & 07777) == 0600);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_assert(db == NULL);
 
-	set.path = "relative/path";
-	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	set.location = "relative/path";
+	test_assert(loopguard_store_open(&set, &db, &error) < 0 && db == NULL);
 	test_end();
 }
 
 static void test_roundtrip(void)
 {
-	struct loopguard_db_settings set = test_settings("roundtrip");
-	struct loopguard_db_record record;
+	struct loopguard_store_settings set = test_settings("roundtrip");
+	struct loopguard_codec_record record;
 	struct test_set_context ctx;
-	struct loopguard_db *db;
+	struct loopguard_store *db;
 	const char *error, *payload;
 
 	test_begin("loopguard db update/lookup/delete round trip");
@@ -237,17 +243,17 @@ static void test_roundtrip(void)
 			     TEST_NOW + 100, &error) == 0);
 	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 1 &&
 		    strcmp(payload, "hello") == 0);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "h1",
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "h1",
 					"key1", TEST_NOW,
 					pool_datastack_create(), &record,
 					&error) == 1);
-	test_assert(record.kind == LOOPGUARD_DB_KIND_RATE &&
+	test_assert(record.kind == TEST_KIND &&
 		    strcmp(record.handle, "h1") == 0 &&
 		    strcmp(record.key, "key1") == 0 &&
 		    record.expires == TEST_NOW + 100);
 	/* handle and kind separate records */
 	test_assert(test_get(db, "h2", "key1", TEST_NOW, &payload) == 0);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_SEEN, "h1",
+	test_assert(store_lmdb_lookup(db, TEST_OTHER_KIND, "h1",
 					"key1", TEST_NOW,
 					pool_datastack_create(), &record,
 					&error) == 0);
@@ -259,7 +265,7 @@ static void test_roundtrip(void)
 	ctx.expires = TEST_NOW + 100;
 	ctx.store = TRUE;
 	ctx.old_payload = t_buffer_create(16);
-	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "h1",
+	test_assert(store_lmdb_update(db, TEST_KIND, "h1",
 					"key1", TEST_NOW, test_set_callback,
 					&ctx, &error) == 0);
 	test_assert(ctx.had_old && ctx.old_payload->used == 5 &&
@@ -271,7 +277,7 @@ static void test_roundtrip(void)
 	ctx.payload = "ignored";
 	ctx.payload_size = 7;
 	ctx.store = FALSE;
-	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "h1",
+	test_assert(store_lmdb_update(db, TEST_KIND, "h1",
 					"key1", TEST_NOW, test_set_callback,
 					&ctx, &error) == 0);
 	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 1 &&
@@ -284,19 +290,19 @@ static void test_roundtrip(void)
 			     &error) == 0);
 	test_assert(test_get(db, "h1", "key2", 0, &payload) == 0);
 
-	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, "h1",
+	test_assert(store_lmdb_delete(db, TEST_KIND, "h1",
 					"key1", &error) == 1);
 	test_assert(test_get(db, "h1", "key1", TEST_NOW, &payload) == 0);
-	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, "h1",
+	test_assert(store_lmdb_delete(db, TEST_KIND, "h1",
 					"key1", &error) == 0);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_expiry(void)
 {
-	struct loopguard_db_settings set = test_settings("expiry");
-	struct loopguard_db *db = test_open(&set);
+	struct loopguard_store_settings set = test_settings("expiry");
+	struct loopguard_store *db = test_open(&set);
 	struct test_set_context ctx;
 	const char *error, *payload;
 	unsigned int i, purged, count;
@@ -310,11 +316,11 @@ static void test_expiry(void)
 	i_zero(&ctx);
 	ctx.payload = "";
 	ctx.store = FALSE;
-	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", "a",
+	test_assert(store_lmdb_update(db, TEST_KIND, "", "a",
 					TEST_NOW + 200, test_set_callback,
 					&ctx, &error) == 0);
 	test_assert(ctx.called && !ctx.had_old);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* the sweep: every update removes a bounded number of expired
 	   records, continuing where the previous one stopped */
@@ -339,7 +345,7 @@ static void test_expiry(void)
 	test_assert(test_count_all(db) == 2);
 	test_assert(test_get(db, "", "old00", TEST_NOW, &payload) == 0);
 	test_assert(test_get(db, "", "zkeep", TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* purge: a full pass */
 	set = test_settings("purge");
@@ -349,7 +355,7 @@ static void test_expiry(void)
 				     TEST_NOW, i % 2 == 0 ? TEST_NOW + 100 :
 				     TEST_NOW + 10000, &error) == 0);
 	}
-	test_assert(loopguard_db_purge(db, TEST_NOW + 200, FALSE, &purged,
+	test_assert(loopguard_store_purge(db, TEST_NOW + 200, FALSE, &purged,
 				       &error) == 0);
 	test_assert(purged == 300);
 	test_assert(test_count_all(db) == 300);
@@ -357,7 +363,7 @@ static void test_expiry(void)
 	test_assert(test_get(db, "", "d001", TEST_NOW, &payload) == 1);
 
 	/* purge --all */
-	test_assert(loopguard_db_purge(db, TEST_NOW, TRUE, &purged,
+	test_assert(loopguard_store_purge(db, TEST_NOW, TRUE, &purged,
 				       &error) == 0);
 	test_assert(purged == 300);
 	test_assert(test_count_all(db) == 0);
@@ -365,14 +371,14 @@ static void test_expiry(void)
 	test_assert(test_put(db, "", "after", "a", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
 	test_assert(test_count_all(db) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_map_full(void)
 {
-	struct loopguard_db_settings set = test_settings("full");
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("full");
+	struct loopguard_store *db;
 	const char *error = NULL, *payload;
 	unsigned int i, stored = 0, purged, before, after;
 	struct stat st;
@@ -394,16 +400,16 @@ static void test_map_full(void)
 		else
 			stored++;
 	} T_END;
-	test_assert(failed && ret == LOOPGUARD_DB_FULL);
+	test_assert(failed && ret == LOOPGUARD_STORE_FULL);
 	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL &&
-		    test_error_names_path(error, set.path));
+		    test_error_names_path(error, set.location));
 	/* it grew past the 1 MiB start, but not past the cap */
 	test_assert(stored * 1000 > 1 * MiB);
-	test_assert(stat(set.path, &st) == 0 && st.st_size > 2 * MiB &&
+	test_assert(stat(set.location, &st) == 0 && st.st_size > 2 * MiB &&
 		    st.st_size <= 8 * MiB);
 	/* still full while nothing has expired: not a transient error */
 	test_assert(test_put_size(db, "more", 1000, TEST_NOW, TEST_NOW + 100000,
-				  &error) == LOOPGUARD_DB_FULL);
+				  &error) == LOOPGUARD_STORE_FULL);
 
 	/* once something expired, a full map looks for it among a bounded
 	   number of records per write, going on where the last one
@@ -419,7 +425,7 @@ static void test_map_full(void)
 		before = after;
 		if (ret == 0)
 			break;
-		test_assert_idx(ret == LOOPGUARD_DB_FULL, i);
+		test_assert_idx(ret == LOOPGUARD_STORE_FULL, i);
 	}
 	test_assert(ret == 0);
 	test_assert(test_get(db, "", "l00001", TEST_NOW, &payload) == 1);
@@ -435,22 +441,22 @@ static void test_map_full(void)
 			stored++;
 	} T_END;
 	test_assert(failed && stored > 100);
-	test_assert(loopguard_db_purge(db, TEST_NOW + 400, FALSE, &purged,
+	test_assert(loopguard_store_purge(db, TEST_NOW + 400, FALSE, &purged,
 				       &error) == 0);
 	test_assert(purged > 100);
 	test_assert(test_get(db, "", "n00000", TEST_NOW + 200, &payload) == 0);
 	test_assert(test_put_size(db, "last", 1000, TEST_NOW + 400,
 				  TEST_NOW + 100000, &error) == 0);
-	test_assert(stat(set.path, &st) == 0 && st.st_size <= 8 * MiB);
-	loopguard_db_close(&db);
+	test_assert(stat(set.location, &st) == 0 && st.st_size <= 8 * MiB);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_map_full_log(void)
 {
-	struct loopguard_db_settings set = test_settings("fulllog");
-	struct loopguard_db_event event;
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("fulllog");
+	struct loopguard_store_event event;
+	struct loopguard_store *db;
 	const char *error = NULL;
 	/* the log appends at the real time: records live beyond it */
 	time_t now = time(NULL), expires = now + 100000;
@@ -465,7 +471,7 @@ static void test_map_full_log(void)
 		ret = test_put_size(db, t_strdup_printf("l%05u", i), 1000,
 				    now, expires, &error);
 	} T_END;
-	test_assert(ret == LOOPGUARD_DB_FULL);
+	test_assert(ret == LOOPGUARD_STORE_FULL);
 
 	/* a log entry too big for the room left on any leaf page */
 	i_zero(&event);
@@ -474,17 +480,17 @@ static void test_map_full_log(void)
 	event.key = big_key = t_malloc0(20001);
 	memset(big_key, 'b', 20000);
 	error = NULL;
-	test_assert(loopguard_db_log_append(db, &event, &error) ==
-		    LOOPGUARD_DB_FULL);
+	test_assert(loopguard_store_log_append(db, &event, &error) ==
+		    LOOPGUARD_STORE_FULL);
 	test_assert(error != NULL && strstr(error, "full of live") != NULL);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_map_resized(void)
 {
-	struct loopguard_db_settings set = test_settings("resized");
-	struct loopguard_db *db = test_open(&set);
+	struct loopguard_store_settings set = test_settings("resized");
+	struct loopguard_store *db = test_open(&set);
 	const char *error, *payload;
 	pid_t pid;
 
@@ -495,11 +501,11 @@ static void test_map_resized(void)
 	if (pid < 0)
 		i_fatal("fork() failed: %m");
 	if (pid == 0) {
-		struct loopguard_db *child_db;
+		struct loopguard_store *child_db;
 		unsigned int i;
 		int ret = 0;
 
-		if (loopguard_db_open(&set, &child_db, &error) < 0)
+		if (loopguard_store_open(&set, &child_db, &error) < 0)
 			_exit(2);
 		/* well past the parent's 1 MiB map */
 		for (i = 0; i < 3000 && ret == 0; i++) T_BEGIN {
@@ -507,21 +513,21 @@ static void test_map_resized(void)
 					    t_strdup_printf("c%05u", i), 1000,
 					    TEST_NOW, TEST_NOW + 1000, &error);
 		} T_END;
-		loopguard_db_close(&child_db);
+		loopguard_store_close(&child_db);
 		_exit(ret == 0 ? 0 : 3);
 	}
 	test_assert(test_wait_child(pid) == 0);
 	test_assert(test_put(db, "", "parent2", "p", TEST_NOW, TEST_NOW + 1000,
 			     &error) == 0);
 	test_assert(test_get(db, "", "c02999", TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_corrupt_garbage(void)
 {
-	struct loopguard_db_settings set = test_settings("garbage");
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("garbage");
+	struct loopguard_store *db;
 	const char *error, *broken_path, *payload;
 	unsigned char buf[20000];
 	unsigned int i, n;
@@ -529,35 +535,35 @@ static void test_corrupt_garbage(void)
 	int fd;
 
 	test_begin("loopguard db moves a garbage file aside");
-	broken_path = t_strconcat(set.path, ".broken", NULL);
+	broken_path = t_strconcat(set.location, ".broken", NULL);
 	for (n = 0; n < N_ELEMENTS(sizes); n++) {
 		for (i = 0; i < sizeof(buf); i++)
 			buf[i] = (unsigned char)(i * 7 + 13 + i / 251);
-		fd = open(set.path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		fd = open(set.location, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		if (fd < 0 || write(fd, buf, sizes[n]) != (ssize_t)sizes[n])
-			i_fatal("write(%s) failed: %m", set.path);
+			i_fatal("write(%s) failed: %m", set.location);
 		i_close_fd(&fd);
 
 		error = NULL;
-		test_assert_idx(loopguard_db_open(&set, &db, &error) < 0 &&
+		test_assert_idx(loopguard_store_open(&set, &db, &error) < 0 &&
 				db == NULL, n);
-		test_assert_idx(test_error_names_path(error, set.path), n);
+		test_assert_idx(test_error_names_path(error, set.location), n);
 		test_assert_idx(test_path_exists(broken_path), n);
-		test_assert_idx(!test_path_exists(set.path), n);
-		test_assert_idx(!test_path_exists(t_strconcat(set.path, "-lock",
+		test_assert_idx(!test_path_exists(set.location), n);
+		test_assert_idx(!test_path_exists(t_strconcat(set.location, "-lock",
 							       NULL)), n);
 
 		/* the next open starts afresh */
-		test_assert_idx(loopguard_db_open(&set, &db, &error) == 0, n);
+		test_assert_idx(loopguard_store_open(&set, &db, &error) == 0, n);
 		if (db != NULL) {
 			test_assert_idx(test_put(db, "", "k", "v", TEST_NOW,
 						 TEST_NOW + 10, &error) == 0, n);
 			test_assert_idx(test_get(db, "", "k", TEST_NOW,
 						 &payload) == 1, n);
-			loopguard_db_close(&db);
+			loopguard_store_close(&db);
 		}
-		i_unlink(set.path);
-		i_unlink(t_strconcat(set.path, "-lock", NULL));
+		i_unlink(set.location);
+		i_unlink(t_strconcat(set.location, "-lock", NULL));
 	}
 	test_end();
 }
@@ -570,7 +576,7 @@ struct test_holder {
 };
 
 static void
-test_holder_start(const struct loopguard_db_settings *set,
+test_holder_start(const struct loopguard_store_settings *set,
 		  struct test_holder *holder_r)
 {
 	int ready[2], go[2];
@@ -582,16 +588,16 @@ test_holder_start(const struct loopguard_db_settings *set,
 	if (holder_r->pid < 0)
 		i_fatal("fork() failed: %m");
 	if (holder_r->pid == 0) {
-		struct loopguard_db *db;
+		struct loopguard_store *db;
 		const char *error;
 
 		i_close_fd(&ready[0]);
 		i_close_fd(&go[1]);
-		if (loopguard_db_open(set, &db, &error) < 0)
+		if (loopguard_store_open(set, &db, &error) < 0)
 			_exit(2);
 		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) < 0)
 			_exit(3);
-		loopguard_db_close(&db);
+		loopguard_store_close(&db);
 		_exit(0);
 	}
 	i_close_fd(&ready[1]);
@@ -626,41 +632,41 @@ static void test_write_garbage(const char *path, off_t offset, size_t size)
    opener starts a new lock file: two writers not excluding each other. */
 static void test_corrupt_held(void)
 {
-	struct loopguard_db_settings set = test_settings("held");
+	struct loopguard_store_settings set = test_settings("held");
 	struct test_holder holder;
-	struct loopguard_db *db;
+	struct loopguard_store *db;
 	const char *error = NULL, *broken_path, *lock_path;
 
 	test_begin("loopguard db moves a broken file aside only when unused");
-	broken_path = t_strconcat(set.path, ".broken", NULL);
-	lock_path = t_strconcat(set.path, "-lock", NULL);
+	broken_path = t_strconcat(set.location, ".broken", NULL);
+	lock_path = t_strconcat(set.location, "-lock", NULL);
 	db = test_open(&set);
 	test_assert(test_put(db, "", "k", "v", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	test_holder_start(&set, &holder);
 	/* both meta pages */
-	test_write_garbage(set.path, 0, 2 * sysconf(_SC_PAGESIZE));
-	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
-	test_assert(test_error_names_path(error, set.path) &&
+	test_write_garbage(set.location, 0, 2 * sysconf(_SC_PAGESIZE));
+	test_assert(loopguard_store_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.location) &&
 		    strstr(error, "when no delivery uses it") != NULL);
-	test_assert(test_path_exists(set.path));
+	test_assert(test_path_exists(set.location));
 	test_assert(test_path_exists(lock_path));
 	test_assert(!test_path_exists(broken_path));
 	test_assert(test_holder_stop(&holder) == 0);
 
 	/* nobody has it open any more: the next open moves it */
 	error = NULL;
-	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(loopguard_store_open(&set, &db, &error) < 0 && db == NULL);
 	test_assert(error != NULL && strstr(error, "moved it to") != NULL);
 	test_assert(test_path_exists(broken_path));
-	test_assert(!test_path_exists(set.path));
+	test_assert(!test_path_exists(set.location));
 	test_assert(!test_path_exists(lock_path));
-	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	test_assert(loopguard_store_open(&set, &db, &error) == 0);
 	if (db != NULL) {
 		test_assert(test_count_all(db) == 0);
-		loopguard_db_close(&db);
+		loopguard_store_close(&db);
 	}
 	test_end();
 }
@@ -715,33 +721,33 @@ static unsigned int test_break_leaf(const char *path, const char *handle)
    no other process uses it. */
 static void test_corrupt_runtime(void)
 {
-	struct loopguard_db_settings set = test_settings("runtime");
+	struct loopguard_store_settings set = test_settings("runtime");
 	const char *handle = "runtime-corruption-handle";
 	struct test_holder holder;
-	struct loopguard_db *db1, *db2;
+	struct loopguard_store *db1, *db2;
 	const char *error = NULL, *payload, *broken_path, *lock_path;
 
 	test_begin("loopguard db moves a file found broken in use aside");
-	broken_path = t_strconcat(set.path, ".broken", NULL);
-	lock_path = t_strconcat(set.path, "-lock", NULL);
+	broken_path = t_strconcat(set.location, ".broken", NULL);
+	lock_path = t_strconcat(set.location, "-lock", NULL);
 	db1 = test_open(&set);
 	test_assert(test_put(db1, handle, "k", "v", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
 
 	/* another process has it open: it stays */
 	test_holder_start(&set, &holder);
-	test_assert(test_break_leaf(set.path, handle) > 0);
+	test_assert(test_break_leaf(set.location, handle) > 0);
 	test_expect_error_string("MDB_CORRUPTED");
 	test_assert(test_get(db1, handle, "k", TEST_NOW, &payload) < 0);
 	test_expect_no_more_errors();
-	test_assert(test_path_exists(set.path) && !test_path_exists(broken_path));
+	test_assert(test_path_exists(set.location) && !test_path_exists(broken_path));
 	error = NULL;
 	test_assert(test_put(db1, "", "x", "x", TEST_NOW, TEST_NOW + 100,
 			     &error) < 0);
 	test_assert(error != NULL && strstr(error, "was closed") != NULL);
-	loopguard_db_close(&db1);
+	loopguard_store_close(&db1);
 	test_assert(test_holder_stop(&holder) == 0);
-	i_unlink(set.path);
+	i_unlink(set.location);
 	i_unlink(lock_path);
 
 	/* two handles of this process share the environment */
@@ -749,24 +755,24 @@ static void test_corrupt_runtime(void)
 	db2 = test_open(&set);
 	test_assert(test_put(db1, handle, "k", "v", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	test_assert(test_break_leaf(set.path, handle) > 0);
+	test_assert(test_break_leaf(set.location, handle) > 0);
 	test_expect_error_string("moved it to");
 	test_assert(test_get(db1, handle, "k", TEST_NOW, &payload) < 0);
 	test_expect_no_more_errors();
 	test_assert(test_path_exists(broken_path));
-	test_assert(!test_path_exists(set.path));
+	test_assert(!test_path_exists(set.location));
 	test_assert(!test_path_exists(lock_path));
 	/* the other handle fails cleanly */
 	error = NULL;
 	test_assert(test_put(db2, "", "x", "x", TEST_NOW, TEST_NOW + 100,
 			     &error) < 0);
 	test_assert(error != NULL && strstr(error, "was closed") != NULL);
-	loopguard_db_close(&db2);
-	loopguard_db_close(&db1);
+	loopguard_store_close(&db2);
+	loopguard_store_close(&db1);
 
 	db1 = test_open(&set);
 	test_assert(test_put_get(db1, handle, "k", "v2"));
-	loopguard_db_close(&db1);
+	loopguard_store_close(&db1);
 	test_end();
 }
 
@@ -899,17 +905,17 @@ static bool test_damage_file(const char *path, enum test_damage damage)
 /* In a child: every operation a delivery or doveadm does, on a damaged
    store. Exits 0 when the open refused the store as damaged and moved it
    aside, 1 when anything succeeded on it. */
-static void test_damaged_child(const struct loopguard_db_settings *set)
+static void test_damaged_child(const struct loopguard_store_settings *set)
 {
-	struct loopguard_db_event event;
-	struct loopguard_db *db;
+	struct loopguard_store_event event;
+	struct loopguard_store *db;
 	const char *error, *payload;
 	unsigned int i, purged;
 
-	if (loopguard_db_open(set, &db, &error) < 0) {
+	if (loopguard_store_open(set, &db, &error) < 0) {
 		_exit(strstr(error, "damaged") != NULL &&
 		      strstr(error, "moved it to") != NULL &&
-		      test_path_exists(t_strconcat(set->path, ".broken",
+		      test_path_exists(t_strconcat(set->location, ".broken",
 						   NULL)) ? 0 : 2);
 	}
 	for (i = 0; i < 300; i++) T_BEGIN {
@@ -920,24 +926,24 @@ static void test_damaged_child(const struct loopguard_db_settings *set)
 	} T_END;
 	i_zero(&event);
 	event.time = TEST_NOW;
-	(void)loopguard_db_log_append(db, &event, &error);
+	(void)loopguard_store_log_append(db, &event, &error);
 	(void)test_count_all(db);
-	(void)loopguard_db_purge(db, TEST_NOW + 5000, FALSE, &purged, &error);
-	(void)loopguard_db_purge(db, TEST_NOW, TRUE, &purged, &error);
-	loopguard_db_close(&db);
+	(void)loopguard_store_purge(db, TEST_NOW + 5000, FALSE, &purged, &error);
+	(void)loopguard_store_purge(db, TEST_NOW, TRUE, &purged, &error);
+	loopguard_store_close(&db);
 	_exit(1);
 }
 
 /* Runs in a child: fills a store, damages it and uses it. */
 static void
-test_corrupt_kind_child(const struct loopguard_db_settings *set,
+test_corrupt_kind_child(const struct loopguard_store_settings *set,
 			enum test_damage damage, bool idle)
 {
-	struct loopguard_db *db;
+	struct loopguard_store *db;
 	const char *error;
 	unsigned int i;
 
-	loopguard_db_keep_idle(idle);
+	loopguard_store_keep_idle(idle);
 	db = test_open(set);
 	/* enough for branch pages and overflow pages */
 	for (i = 0; i < 300; i++) T_BEGIN {
@@ -948,11 +954,11 @@ test_corrupt_kind_child(const struct loopguard_db_settings *set,
 	} T_END;
 	/* idle: this process keeps it open, as an LMTP process keeps the
 	   stores of its last users */
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	/* damage comes later than the last write, in another tick of the
 	   file system's clock */
 	usleep(50000);
-	if (!test_damage_file(set->path, damage))
+	if (!test_damage_file(set->location, damage))
 		_exit(4);
 	test_damaged_child(set);
 }
@@ -962,7 +968,7 @@ static void test_corrupt_kinds(void)
 	static const char *const names[] = {
 		"last page", "child beyond file", "depth", "overflow count"
 	};
-	struct loopguard_db_settings set;
+	struct loopguard_store_settings set;
 	unsigned int kind, idle;
 	pid_t pid;
 	int ret;
@@ -993,45 +999,45 @@ static long test_fs_type_nfs(const char *dir ATTR_UNUSED)
 
 static void test_network_fs(void)
 {
-	struct loopguard_db_settings set = test_settings("network");
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("network");
+	struct loopguard_store *db;
 	const char *error = NULL;
 
 	test_begin("loopguard db refuses a network file system");
-	test_assert(strcmp(loopguard_db_network_fs_name(0x6969), "nfs") == 0);
-	test_assert(strcmp(loopguard_db_network_fs_name(
+	test_assert(strcmp(store_lmdb_network_fs_name(0x6969), "nfs") == 0);
+	test_assert(strcmp(store_lmdb_network_fs_name(
 		(long)(int32_t)0xFF534D42), "cifs") == 0);
-	test_assert(strcmp(loopguard_db_network_fs_name(0xFF534D42),
+	test_assert(strcmp(store_lmdb_network_fs_name(0xFF534D42),
 			   "cifs") == 0);
 	/* ext4, tmpfs, xfs, btrfs */
-	test_assert(loopguard_db_network_fs_name(0xEF53) == NULL);
-	test_assert(loopguard_db_network_fs_name(0x01021994) == NULL);
-	test_assert(loopguard_db_network_fs_name(0x58465342) == NULL);
-	test_assert(loopguard_db_network_fs_name(0x9123683E) == NULL);
+	test_assert(store_lmdb_network_fs_name(0xEF53) == NULL);
+	test_assert(store_lmdb_network_fs_name(0x01021994) == NULL);
+	test_assert(store_lmdb_network_fs_name(0x58465342) == NULL);
+	test_assert(store_lmdb_network_fs_name(0x9123683E) == NULL);
 
-	loopguard_db_fs_type_override = test_fs_type_nfs;
-	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
-	test_assert(test_error_names_path(error, set.path) &&
+	store_lmdb_fs_type_override = test_fs_type_nfs;
+	test_assert(loopguard_store_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.location) &&
 		    strstr(error, "nfs") != NULL &&
 		    strstr(error, "sieve_loopguard_db_allow_network_fs") != NULL);
-	test_assert(!test_path_exists(set.path));
+	test_assert(!test_path_exists(set.location));
 	/* the administrator knows better */
 	set.allow_network_fs = TRUE;
-	test_assert(loopguard_db_open(&set, &db, &error) == 0);
-	loopguard_db_close(&db);
-	loopguard_db_fs_type_override = NULL;
+	test_assert(loopguard_store_open(&set, &db, &error) == 0);
+	loopguard_store_close(&db);
+	store_lmdb_fs_type_override = NULL;
 
 	/* this test's own directory is local */
 	set.allow_network_fs = FALSE;
-	test_assert(loopguard_db_open(&set, &db, &error) == 0);
-	loopguard_db_close(&db);
+	test_assert(loopguard_store_open(&set, &db, &error) == 0);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_truncated(void)
 {
-	struct loopguard_db_settings set = test_settings("truncated");
-	struct loopguard_db *db = test_open(&set);
+	struct loopguard_store_settings set = test_settings("truncated");
+	struct loopguard_store *db = test_open(&set);
 	const char *error;
 	unsigned int i;
 	struct stat st;
@@ -1043,12 +1049,12 @@ static void test_truncated(void)
 					  TEST_NOW, TEST_NOW + 1000,
 					  &error) == 0);
 	} T_END;
-	loopguard_db_close(&db);
-	if (stat(set.path, &st) < 0)
-		i_fatal("stat(%s) failed: %m", set.path);
+	loopguard_store_close(&db);
+	if (stat(set.location, &st) < 0)
+		i_fatal("stat(%s) failed: %m", set.location);
 	test_assert(st.st_size > 400 * 1024);
-	if (truncate(set.path, st.st_size / 2) < 0)
-		i_fatal("truncate(%s) failed: %m", set.path);
+	if (truncate(set.location, st.st_size / 2) < 0)
+		i_fatal("truncate(%s) failed: %m", set.location);
 
 	/* in a child: the failure this guards against is a SIGBUS */
 	pid = fork();
@@ -1058,43 +1064,43 @@ static void test_truncated(void)
 		const char *payload;
 		int ret;
 
-		if (loopguard_db_open(&set, &db, &error) == 0) {
+		if (loopguard_store_open(&set, &db, &error) == 0) {
 			/* touch the data, as a delivery would */
 			for (i = 0; i < 500; i++) T_BEGIN {
 				(void)test_get(db, "", t_strdup_printf(
 					"t%04u", i), TEST_NOW, &payload);
 			} T_END;
-			loopguard_db_close(&db);
+			loopguard_store_close(&db);
 			_exit(1);
 		}
-		ret = test_error_names_path(error, set.path) &&
+		ret = test_error_names_path(error, set.location) &&
 			strstr(error, "truncated") != NULL ? 0 : 2;
 		_exit(ret);
 	}
 	test_assert(test_wait_child(pid) == 0);
-	if (!test_path_exists(t_strconcat(set.path, ".broken", NULL))) {
+	if (!test_path_exists(t_strconcat(set.location, ".broken", NULL))) {
 		/* reopening the truncated file would SIGBUS here too */
 		test_assert(FALSE);
 		test_end();
 		return;
 	}
-	test_assert(loopguard_db_open(&set, &db, &error) == 0);
+	test_assert(loopguard_store_open(&set, &db, &error) == 0);
 	if (db != NULL) {
 		test_assert(test_count_all(db) == 0);
-		loopguard_db_close(&db);
+		loopguard_store_close(&db);
 	}
 	test_end();
 }
 
 static int test_open_unwritable_child(const char *path)
 {
-	struct loopguard_db_settings set = test_settings("unused");
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("unused");
+	struct loopguard_store *db;
 	const char *error;
 
-	set.path = path;
-	if (loopguard_db_open(&set, &db, &error) == 0) {
-		loopguard_db_close(&db);
+	set.location = path;
+	if (loopguard_store_open(&set, &db, &error) == 0) {
+		loopguard_store_close(&db);
 		return 1;
 	}
 	if (!test_error_names_path(error, path) ||
@@ -1105,8 +1111,8 @@ static int test_open_unwritable_child(const char *path)
 
 static void test_unwritable(void)
 {
-	struct loopguard_db_settings set = test_settings("unused");
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("unused");
+	struct loopguard_store *db;
 	const char *error = NULL, *file_path, *dir_path;
 	pid_t pid;
 	int fd;
@@ -1119,9 +1125,9 @@ static void test_unwritable(void)
 	if (fd < 0)
 		i_fatal("open(%s) failed: %m", file_path);
 	i_close_fd(&fd);
-	set.path = t_strdup_printf("%s/store", file_path);
-	test_assert(loopguard_db_open(&set, &db, &error) < 0 && db == NULL);
-	test_assert(test_error_names_path(error, set.path) &&
+	set.location = t_strdup_printf("%s/store", file_path);
+	test_assert(loopguard_store_open(&set, &db, &error) < 0 && db == NULL);
+	test_assert(test_error_names_path(error, set.location) &&
 		    strstr(error, "Not a directory") != NULL);
 
 	/* a directory we may not write into: EACCES. Root ignores the
@@ -1131,7 +1137,7 @@ static void test_unwritable(void)
 		i_fatal("mkdir(%s) failed: %m", dir_path);
 	if (geteuid() != 0 && chmod(dir_path, 0500) < 0)
 		i_fatal("chmod(%s) failed: %m", dir_path);
-	set.path = t_strdup_printf("%s/store", dir_path);
+	set.location = t_strdup_printf("%s/store", dir_path);
 
 	pid = fork();
 	if (pid < 0)
@@ -1142,7 +1148,7 @@ static void test_unwritable(void)
 		/* make sure the case really is unwritable */
 		if (access(dir_path, W_OK) == 0)
 			_exit(11);
-		_exit(test_open_unwritable_child(set.path));
+		_exit(test_open_unwritable_child(set.location));
 	}
 	test_assert(test_wait_child(pid) == 0);
 	(void)chmod(dir_path, 0700);
@@ -1151,9 +1157,9 @@ static void test_unwritable(void)
 
 static void test_long_key(void)
 {
-	struct loopguard_db_settings set = test_settings("longkey");
-	struct loopguard_db *db = test_open(&set);
-	struct loopguard_db_record record;
+	struct loopguard_store_settings set = test_settings("longkey");
+	struct loopguard_store *db = test_open(&set);
+	struct loopguard_codec_record record;
 	struct test_count_context ctx;
 	const char *error, *payload;
 	char *key1, *key2;
@@ -1172,7 +1178,7 @@ static void test_long_key(void)
 		    strcmp(payload, "one") == 0);
 	test_assert(test_get(db, "h", key2, TEST_NOW, &payload) == 1 &&
 		    strcmp(payload, "two") == 0);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "h", key1,
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "h", key1,
 					TEST_NOW, pool_datastack_create(),
 					&record, &error) == 1);
 	test_assert(record.key != NULL && strlen(record.key) == 2000 &&
@@ -1180,22 +1186,22 @@ static void test_long_key(void)
 
 	i_zero(&ctx);
 	ctx.expect_key = key2;
-	test_assert(loopguard_db_iterate(db, TEST_NOW, test_count_callback,
+	test_assert(store_lmdb_iterate(db, TEST_NOW, test_count_callback,
 					 &ctx, &error) == 0);
 	test_assert(ctx.count == 2 && ctx.found_key);
 
-	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, "h", key1,
+	test_assert(store_lmdb_delete(db, TEST_KIND, "h", key1,
 					&error) == 1);
 	test_assert(test_get(db, "h", key2, TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_long_handle(void)
 {
-	struct loopguard_db_settings set = test_settings("longhandle");
-	struct loopguard_db *db = test_open(&set);
-	struct loopguard_db_record record;
+	struct loopguard_store_settings set = test_settings("longhandle");
+	struct loopguard_store *db = test_open(&set);
+	struct loopguard_codec_record record;
 	struct test_count_context ctx;
 	const char *error = NULL, *payload;
 	char *handle;
@@ -1206,7 +1212,7 @@ static void test_long_handle(void)
 	test_assert(test_put_get(db, handle, "k", "long"));
 	/* a handle one byte shorter is another record */
 	test_assert(test_get(db, handle + 1, "k", TEST_NOW, &payload) == 0);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, handle,
+	test_assert(store_lmdb_lookup(db, TEST_KIND, handle,
 					"k", TEST_NOW, pool_datastack_create(),
 					&record, &error) == 1);
 	test_assert(record.handle != NULL &&
@@ -1214,13 +1220,13 @@ static void test_long_handle(void)
 
 	i_zero(&ctx);
 	ctx.expect_key = "k";
-	test_assert(loopguard_db_iterate(db, TEST_NOW, test_count_callback,
+	test_assert(store_lmdb_iterate(db, TEST_NOW, test_count_callback,
 					 &ctx, &error) == 0);
 	test_assert(ctx.count == 1 && ctx.found_key);
-	test_assert(loopguard_db_delete(db, LOOPGUARD_DB_KIND_RATE, handle,
+	test_assert(store_lmdb_delete(db, TEST_KIND, handle,
 					"k", &error) == 1);
 	test_assert(test_count_all(db) == 0);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1266,8 +1272,8 @@ test_patch_value(const char *path, const char *handle, int offset,
 
 static void test_wrong_version(void)
 {
-	struct loopguard_db_settings set = test_settings("version");
-	struct loopguard_db *db = test_open(&set);
+	struct loopguard_store_settings set = test_settings("version");
+	struct loopguard_store *db = test_open(&set);
 	struct test_set_context ctx;
 	const unsigned char version = 3;
 	const unsigned char huge_len[4] = { 0x7f, 0xff, 0xff, 0xff };
@@ -1280,10 +1286,10 @@ static void test_wrong_version(void)
 			     &error) == 0);
 	test_assert(test_put(db, handle2, "k", "old", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	loopguard_db_close(&db);
-	test_assert(test_patch_value(set.path, handle, 0, &version, 1) > 0);
+	loopguard_store_close(&db);
+	test_assert(test_patch_value(set.location, handle, 0, &version, 1) > 0);
 	/* the key length field follows the handle */
-	test_assert(test_patch_value(set.path, handle2,
+	test_assert(test_patch_value(set.location, handle2,
 				     TEST_VALUE_HEADER_SIZE + strlen(handle2),
 				     huge_len, 4) > 0);
 
@@ -1304,7 +1310,7 @@ static void test_wrong_version(void)
 	/* "unknown version 3" from the lookup, then the sweep in the same
 	   update drops the other unreadable record */
 	test_expect_error_string_n_times("unreadable", 2);
-	test_assert(loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, handle,
+	test_assert(store_lmdb_update(db, TEST_KIND, handle,
 					"k", TEST_NOW, test_set_callback,
 					&ctx, &error) == 0);
 	test_expect_no_more_errors();
@@ -1312,7 +1318,7 @@ static void test_wrong_version(void)
 	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 1 &&
 		    strcmp(payload, "new") == 0);
 	test_assert(test_count_all(db) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1320,8 +1326,8 @@ static void test_wrong_version(void)
    readable. */
 static void test_version_1(void)
 {
-	struct loopguard_db_settings set = test_settings("version1");
-	struct loopguard_db *db = test_open(&set);
+	struct loopguard_store_settings set = test_settings("version1");
+	struct loopguard_store *db = test_open(&set);
 	const char *handle = "version1-handle";
 	const char *error, *payload;
 	buffer_t *v1;
@@ -1330,7 +1336,7 @@ static void test_version_1(void)
 	test_begin("loopguard db reads version 1 values");
 	test_assert(test_put(db, handle, "k", "old", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* the same value in version 1's layout, 2 bytes shorter: the
 	   payload gets 2 more to fill the stored size */
@@ -1344,7 +1350,7 @@ static void test_version_1(void)
 	buffer_append(v1, "old!!", 5);
 	test_assert(v1->used == TEST_VALUE_HEADER_SIZE + strlen(handle) +
 		    4 + 1 + 3);
-	test_assert(test_patch_value(set.path, handle, 0, v1->data,
+	test_assert(test_patch_value(set.location, handle, 0, v1->data,
 				     v1->used) > 0);
 
 	db = test_open(&set);
@@ -1353,7 +1359,7 @@ static void test_version_1(void)
 	test_assert(test_get(db, handle, "k", TEST_NOW + 100, &payload) == 0);
 	/* an update rewrites it in the current version */
 	test_assert(test_put_get(db, handle, "k", "new"));
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1364,7 +1370,7 @@ struct test_log_context {
 };
 
 static int
-test_log_callback(const struct loopguard_db_event *event, void *context)
+test_log_callback(const struct loopguard_store_event *event, void *context)
 {
 	struct test_log_context *ctx = context;
 
@@ -1383,9 +1389,9 @@ test_log_callback(const struct loopguard_db_event *event, void *context)
 
 static void test_log(void)
 {
-	struct loopguard_db_settings set = test_settings("log");
-	struct loopguard_db *db;
-	struct loopguard_db_event event;
+	struct loopguard_store_settings set = test_settings("log");
+	struct loopguard_store *db;
+	struct loopguard_store_event event;
 	struct test_log_context ctx;
 	const char *error;
 	unsigned int i;
@@ -1404,38 +1410,38 @@ static void test_log(void)
 	event.locked_until = TEST_NOW + 60;
 	for (i = 0; i < 8; i++) {
 		event.time = TEST_NOW + i;
-		test_assert(loopguard_db_log_append(db, &event, &error) == 0);
+		test_assert(loopguard_store_log_append(db, &event, &error) == 0);
 	}
 	i_zero(&ctx);
-	test_assert(loopguard_db_log_iterate(db, 0, test_log_callback, &ctx,
+	test_assert(loopguard_store_log_iterate(db, 0, test_log_callback, &ctx,
 					     &error) == 0);
 	test_assert(ctx.count == 5 && ctx.fields_ok);
 	for (i = 0; i < 5 && i < ctx.count; i++)
 		test_assert_idx(ctx.times[i] == TEST_NOW + 3 + i, i);
 
 	i_zero(&ctx);
-	test_assert(loopguard_db_log_iterate(db, TEST_NOW + 5,
+	test_assert(loopguard_store_log_iterate(db, TEST_NOW + 5,
 					     test_log_callback, &ctx,
 					     &error) == 0);
 	test_assert(ctx.count == 3 && ctx.times[0] == TEST_NOW + 5);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* log_size 0 keeps nothing, and trims what is there */
 	set.log_size = 0;
 	db = test_open(&set);
-	test_assert(loopguard_db_log_append(db, &event, &error) == 0);
+	test_assert(loopguard_store_log_append(db, &event, &error) == 0);
 	i_zero(&ctx);
-	test_assert(loopguard_db_log_iterate(db, 0, test_log_callback, &ctx,
+	test_assert(loopguard_store_log_iterate(db, 0, test_log_callback, &ctx,
 					     &error) == 0);
 	test_assert(ctx.count == 0);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
 static void test_shared_env(void)
 {
-	struct loopguard_db_settings set = test_settings("shared");
-	struct loopguard_db *db1, *db2;
+	struct loopguard_store_settings set = test_settings("shared");
+	struct loopguard_store *db1, *db2;
 	const char *error, *payload, *lock_path;
 	pid_t pid;
 
@@ -1446,12 +1452,12 @@ static void test_shared_env(void)
 	test_assert(test_put(db1, "", "one", "1", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
 	test_assert(test_get(db2, "", "one", TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db1);
+	loopguard_store_close(&db1);
 
 	/* With two MDB_envs in one process, closing one would drop the
 	   process's fcntl() lock on the lock file, and another process
 	   could then take it over and reset it under us. */
-	lock_path = t_strconcat(set.path, "-lock", NULL);
+	lock_path = t_strconcat(set.location, "-lock", NULL);
 	pid = fork();
 	if (pid < 0)
 		i_fatal("fork() failed: %m");
@@ -1473,12 +1479,12 @@ static void test_shared_env(void)
 	test_assert(test_put(db2, "", "two", "2", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
 	test_assert(test_get(db2, "", "one", TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db2);
+	loopguard_store_close(&db2);
 	test_end();
 }
 
 static bool
-test_counter_callback(const struct loopguard_db_record *old, time_t now,
+test_counter_callback(const struct loopguard_codec_record *old, time_t now,
 		      buffer_t *new_payload, time_t *expires_r,
 		      void *context ATTR_UNUSED)
 {
@@ -1498,10 +1504,10 @@ test_counter_callback(const struct loopguard_db_record *old, time_t now,
 /* Runs child() in TEST_CHILDREN processes at once and asserts that each
    exited 0; child() returns its exit code. */
 static void
-test_run_children(int (*child)(struct loopguard_db_settings *set,
-			       struct loopguard_db *inherited),
-		  struct loopguard_db_settings *set,
-		  struct loopguard_db *inherited)
+test_run_children(int (*child)(struct loopguard_store_settings *set,
+			       struct loopguard_store *inherited),
+		  struct loopguard_store_settings *set,
+		  struct loopguard_store *inherited)
 {
 	pid_t pids[TEST_CHILDREN];
 	unsigned int i;
@@ -1518,25 +1524,25 @@ test_run_children(int (*child)(struct loopguard_db_settings *set,
 }
 
 static int
-test_concurrency_child(struct loopguard_db_settings *set,
-		       struct loopguard_db *db)
+test_concurrency_child(struct loopguard_store_settings *set,
+		       struct loopguard_store *db)
 {
-	struct loopguard_db *child_db;
+	struct loopguard_store *child_db;
 	const char *error;
 	unsigned int j;
 
 	/* the handle from before the fork is refused */
-	if (loopguard_db_update(db, LOOPGUARD_DB_KIND_RATE, "", "counter",
+	if (store_lmdb_update(db, TEST_KIND, "", "counter",
 				TEST_NOW, test_counter_callback, NULL,
 				&error) == 0 ||
 	    strstr(error, "fork") == NULL)
 		return 2;
-	if (loopguard_db_open(set, &child_db, &error) < 0) {
+	if (loopguard_store_open(set, &child_db, &error) < 0) {
 		i_error("child open: %s", error);
 		return 3;
 	}
 	for (j = 0; j < TEST_CHILD_UPDATES; j++) {
-		if (loopguard_db_update(child_db, LOOPGUARD_DB_KIND_RATE, "",
+		if (store_lmdb_update(child_db, TEST_KIND, "",
 					"counter", TEST_NOW,
 					test_counter_callback, NULL,
 					&error) < 0) {
@@ -1544,17 +1550,17 @@ test_concurrency_child(struct loopguard_db_settings *set,
 			return 4;
 		}
 	}
-	loopguard_db_close(&child_db);
+	loopguard_store_close(&child_db);
 	/* the inherited one is only forgotten */
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	return 0;
 }
 
 static void test_concurrency(void)
 {
-	struct loopguard_db_settings set = test_settings("concurrency");
-	struct loopguard_db *db = test_open(&set);
-	struct loopguard_db_record record;
+	struct loopguard_store_settings set = test_settings("concurrency");
+	struct loopguard_store *db = test_open(&set);
+	struct loopguard_codec_record record;
 	const char *error;
 	uint32_t counter = 0;
 
@@ -1562,29 +1568,29 @@ static void test_concurrency(void)
 	test_run_children(test_concurrency_child, &set, db);
 
 	/* the parent's handle is unharmed by the children */
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "",
 					"counter", TEST_NOW,
 					pool_datastack_create(), &record,
 					&error) == 1);
 	if (record.payload_size == sizeof(counter))
 		memcpy(&counter, record.payload, sizeof(counter));
 	test_assert(counter == TEST_CHILDREN * TEST_CHILD_UPDATES);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
-static struct loopguard_db_delivery *test_begin_delivery(struct loopguard_db *db)
+static struct loopguard_store_delivery *test_begin_delivery(struct loopguard_store *db)
 {
-	struct loopguard_db_delivery *delivery;
+	struct loopguard_store_delivery *delivery;
 	const char *error;
 
-	if (loopguard_db_delivery_begin(db, &delivery, &error) < 0)
-		i_fatal("loopguard_db_delivery_begin(): %s", error);
+	if (loopguard_store_delivery_begin(db, &delivery, &error) < 0)
+		i_fatal("loopguard_store_delivery_begin(): %s", error);
 	return delivery;
 }
 
 /* A forked child's view: what other processes see, committed only. */
-static int test_child_sees(const struct loopguard_db_settings *set,
+static int test_child_sees(const struct loopguard_store_settings *set,
 			   const char *key)
 {
 	pid_t pid = fork();
@@ -1592,14 +1598,14 @@ static int test_child_sees(const struct loopguard_db_settings *set,
 	if (pid < 0)
 		i_fatal("fork() failed: %m");
 	if (pid == 0) {
-		struct loopguard_db *child_db;
+		struct loopguard_store *child_db;
 		const char *error, *payload;
 		int ret;
 
-		if (loopguard_db_open(set, &child_db, &error) < 0)
+		if (loopguard_store_open(set, &child_db, &error) < 0)
 			_exit(3);
 		ret = test_get(child_db, "", key, TEST_NOW, &payload);
-		loopguard_db_close(&child_db);
+		loopguard_store_close(&child_db);
 		_exit(ret < 0 ? 2 : ret);
 	}
 	return test_wait_child(pid);
@@ -1607,9 +1613,9 @@ static int test_child_sees(const struct loopguard_db_settings *set,
 
 static void test_delivery(void)
 {
-	struct loopguard_db_settings set = test_settings("delivery");
-	struct loopguard_db *db = test_open(&set), *db2;
-	struct loopguard_db_delivery *delivery, *second;
+	struct loopguard_store_settings set = test_settings("delivery");
+	struct loopguard_store *db = test_open(&set), *db2;
+	struct loopguard_store_delivery *delivery, *second;
 	const char *error, *payload;
 
 	test_begin("loopguard db delivery: one transaction, commit or abort");
@@ -1623,10 +1629,10 @@ static void test_delivery(void)
 	db2 = test_open(&set);
 	test_assert(test_put(db2, "", "b", "2", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	test_assert(loopguard_db_delivery_begin(db2, &second, &error) < 0 &&
+	test_assert(loopguard_store_delivery_begin(db2, &second, &error) < 0 &&
 		    second == NULL);
-	loopguard_db_close(&db2);
-	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0 &&
+	loopguard_store_close(&db2);
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0 &&
 		    delivery == NULL);
 	test_assert(test_child_sees(&set, "a") == 1);
 	test_assert(test_child_sees(&set, "b") == 1);
@@ -1637,7 +1643,7 @@ static void test_delivery(void)
 			     &error) == 0);
 	test_assert(test_put(db, "", "a", "changed", TEST_NOW,
 			     TEST_NOW + 100, &error) == 0);
-	loopguard_db_delivery_abort(&delivery);
+	loopguard_store_delivery_abort(&delivery);
 	test_assert(delivery == NULL);
 	test_assert(test_get(db, "", "c", TEST_NOW, &payload) == 0);
 	test_assert(test_get(db, "", "a", TEST_NOW, &payload) == 1 &&
@@ -1645,9 +1651,9 @@ static void test_delivery(void)
 	/* a delivery that changed nothing commits nothing */
 	delivery = test_begin_delivery(db);
 	test_assert(test_get(db, "", "a", TEST_NOW, &payload) == 1);
-	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
-	loopguard_db_delivery_abort(&delivery);
-	loopguard_db_close(&db);
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
+	loopguard_store_delivery_abort(&delivery);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1655,9 +1661,9 @@ static void test_delivery(void)
    and the writer lock it held does not block the next delivery. */
 static void test_delivery_dies(void)
 {
-	struct loopguard_db_settings set = test_settings("delivery-dies");
-	struct loopguard_db *db;
-	struct loopguard_db_delivery *delivery;
+	struct loopguard_store_settings set = test_settings("delivery-dies");
+	struct loopguard_store *db;
+	struct loopguard_store_delivery *delivery;
 	const char *error, *payload;
 	int status;
 	pid_t pid;
@@ -1667,7 +1673,7 @@ static void test_delivery_dies(void)
 	if (pid < 0)
 		i_fatal("fork() failed: %m");
 	if (pid == 0) {
-		struct loopguard_db *child_db = test_open(&set);
+		struct loopguard_store *child_db = test_open(&set);
 
 		delivery = test_begin_delivery(child_db);
 		if (test_put(child_db, "", "dead", "1", TEST_NOW,
@@ -1683,9 +1689,9 @@ static void test_delivery_dies(void)
 	test_assert(test_get(db, "", "dead", TEST_NOW, &payload) == 0);
 	test_assert(test_put(db, "", "alive", "1", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
 	test_assert(test_get(db, "", "alive", TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1693,16 +1699,16 @@ static void test_delivery_dies(void)
    the start of one and written at its end is never overwritten by
    another's. */
 static int
-test_delivery_serializes_child(struct loopguard_db_settings *set,
-			       struct loopguard_db *inherited ATTR_UNUSED)
+test_delivery_serializes_child(struct loopguard_store_settings *set,
+			       struct loopguard_store *inherited ATTR_UNUSED)
 {
-	struct loopguard_db *child_db;
-	struct loopguard_db_delivery *delivery;
+	struct loopguard_store *child_db;
+	struct loopguard_store_delivery *delivery;
 	const char *error, *payload;
 	unsigned int j, n;
 	int ret = 0;
 
-	if (loopguard_db_open(set, &child_db, &error) < 0)
+	if (loopguard_store_open(set, &child_db, &error) < 0)
 		return 3;
 	for (j = 0; j < 20 && ret == 0; j++) T_BEGIN {
 		delivery = test_begin_delivery(child_db);
@@ -1715,28 +1721,28 @@ test_delivery_serializes_child(struct loopguard_db_settings *set,
 			usleep(200);
 			if (test_put(child_db, "", "n", dec2str(n + 1),
 				     TEST_NOW, TEST_NOW + 100, &error) < 0 ||
-			    loopguard_db_delivery_commit(&delivery,
+			    loopguard_store_delivery_commit(&delivery,
 							 &error) < 0)
 				ret = 5;
 		}
 	} T_END;
 	if (ret != 0)
 		return ret;
-	loopguard_db_close(&child_db);
+	loopguard_store_close(&child_db);
 	return 0;
 }
 
 static void test_delivery_serializes(void)
 {
-	struct loopguard_db_settings set = test_settings("delivery-serial");
-	struct loopguard_db *db = test_open(&set);
+	struct loopguard_store_settings set = test_settings("delivery-serial");
+	struct loopguard_store *db = test_open(&set);
 	const char *payload;
 
 	test_begin("loopguard db delivery: concurrent deliveries serialize");
 	test_run_children(test_delivery_serializes_child, &set, db);
 	test_assert(test_get(db, "", "n", TEST_NOW, &payload) == 1 &&
 		    atoi(payload) == TEST_CHILDREN * 20);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1745,9 +1751,9 @@ static void test_delivery_serializes(void)
    are kept; the map grows for the next delivery. */
 static void test_delivery_map_full(void)
 {
-	struct loopguard_db_settings set = test_settings("delivery-full");
-	struct loopguard_db *db;
-	struct loopguard_db_delivery *delivery;
+	struct loopguard_store_settings set = test_settings("delivery-full");
+	struct loopguard_store *db;
+	struct loopguard_store_delivery *delivery;
 	const char *error = NULL, *payload;
 	unsigned int i, stored = 0;
 	int ret = 0;
@@ -1766,7 +1772,7 @@ static void test_delivery_map_full(void)
 	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL);
 	/* the delivery still reads its earlier changes */
 	test_assert(test_get(db, "", "k00000", TEST_NOW, &payload) == 1);
-	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
 	test_assert(delivery == NULL);
 	test_assert(test_child_sees(&set, "k00000") == 1);
 	test_assert(test_child_sees(&set, t_strdup_printf("k%05u",
@@ -1775,9 +1781,9 @@ static void test_delivery_map_full(void)
 	delivery = test_begin_delivery(db);
 	test_assert(test_put_size(db, "next", 1000, TEST_NOW,
 				  TEST_NOW + 100000, &error) == 0);
-	test_assert(loopguard_db_delivery_commit(&delivery, &error) == 0);
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
 	test_assert(test_get(db, "", "next", TEST_NOW, &payload) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 	test_end();
 }
 
@@ -1795,60 +1801,60 @@ static void test_remove_dir(void)
    path whose file was moved aside or replaced meanwhile. */
 static void test_idle_reuse(void)
 {
-	struct loopguard_db_settings set = test_settings("idle");
-	struct loopguard_db_record record;
-	struct loopguard_db *db;
+	struct loopguard_store_settings set = test_settings("idle");
+	struct loopguard_codec_record record;
+	struct loopguard_store *db;
 	const char *error, *moved;
 	pid_t pid;
 
 	test_begin("loopguard db reuses a closed store only for its file");
-	loopguard_db_keep_idle(TRUE);
+	loopguard_store_keep_idle(TRUE);
 	db = test_open(&set);
 	test_assert(test_put(db, "", "kept", "1", TEST_NOW, TEST_NOW + 100,
 			     &error) == 0);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* reopened: the same file, the record is there */
 	db = test_open(&set);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "",
 					"kept", TEST_NOW, pool_datastack_create(),
 					&record, &error) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* another process moves the file aside and starts a new one */
-	moved = t_strconcat(set.path, ".old", NULL);
-	test_assert(rename(set.path, moved) == 0);
+	moved = t_strconcat(set.location, ".old", NULL);
+	test_assert(rename(set.location, moved) == 0);
 	pid = fork();
 	if (pid < 0)
 		i_fatal("fork() failed: %m");
 	if (pid == 0) {
-		struct loopguard_db *child_db;
+		struct loopguard_store *child_db;
 
-		if (loopguard_db_open(&set, &child_db, &error) < 0 ||
+		if (loopguard_store_open(&set, &child_db, &error) < 0 ||
 		    test_put(child_db, "", "new", "2", TEST_NOW,
 			     TEST_NOW + 100, &error) < 0)
 			_exit(1);
-		loopguard_db_close(&child_db);
+		loopguard_store_close(&child_db);
 		_exit(0);
 	}
 	test_assert(test_wait_child(pid) == 0);
 	db = test_open(&set);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "",
 					"kept", TEST_NOW, pool_datastack_create(),
 					&record, &error) == 0);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "",
 					"new", TEST_NOW, pool_datastack_create(),
 					&record, &error) == 1);
-	loopguard_db_close(&db);
+	loopguard_store_close(&db);
 
 	/* other limits open it anew, and it still holds what was written */
 	set.max_size = 32 * MiB;
 	db = test_open(&set);
-	test_assert(loopguard_db_lookup(db, LOOPGUARD_DB_KIND_RATE, "",
+	test_assert(store_lmdb_lookup(db, TEST_KIND, "",
 					"new", TEST_NOW, pool_datastack_create(),
 					&record, &error) == 1);
-	loopguard_db_close(&db);
-	loopguard_db_keep_idle(FALSE);
+	loopguard_store_close(&db);
+	loopguard_store_keep_idle(FALSE);
 	test_end();
 }
 

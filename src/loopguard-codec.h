@@ -1,0 +1,91 @@
+#ifndef LOOPGUARD_CODEC_H
+#define LOOPGUARD_CODEC_H
+
+/* How the store's records and log entries look as bytes, apart from where
+   the bytes are kept. A driver stores what these functions build; the
+   formats are versioned, so that existing stores stay readable. No LMDB
+   here: unit tests and other drivers use it as it is. */
+
+#include "loopguard-store.h"
+
+/* What a record holds: the first byte of its key. */
+enum loopguard_codec_kind {
+	/* a window: counted messages and a lock (loopguard-window.h) */
+	LOOPGUARD_CODEC_KIND_WINDOW = 'r',
+	/* a fingerprint: when a message was last seen */
+	LOOPGUARD_CODEC_KIND_FINGERPRINT = 'd',
+};
+
+/* A key of the log: a big-endian sequence number. */
+#define LOOPGUARD_CODEC_LOG_KEY_SIZE 8
+
+struct loopguard_codec_record {
+	enum loopguard_codec_kind kind;
+	const char *handle;
+	/* The readable key, even when the stored key is hashed. */
+	const char *key;
+	/* The record is gone (treated as absent, purged) at this time. */
+	time_t expires;
+	const unsigned char *payload;
+	size_t payload_size;
+};
+
+/* Builds the stored key of kind/handle/key into dest: kind, handle, NUL,
+   key; or, when that is longer than max_key_size, kind, '#' and the
+   SHA-256 of it. The value keeps the readable key either way. */
+void loopguard_codec_key_build(enum loopguard_codec_kind kind,
+			       const void *handle, size_t handle_size,
+			       const void *key, size_t key_size,
+			       size_t max_key_size, buffer_t *dest);
+
+/* Builds a record's value into dest: version byte, expiry, handle, key,
+   payload. */
+void loopguard_codec_value_build(const char *handle, const char *key,
+				 time_t expires, const buffer_t *payload,
+				 buffer_t *dest);
+
+/* Parses a stored key and value (version 1 or 2). The strings are
+   allocated from the data stack; the payload points into value. Returns
+   FALSE with the reason when the value is not one we can trust: another
+   version, lengths that do not fit, or a value that does not belong to
+   its key (which also keeps a hash collision from handing one key's
+   record to another). */
+bool loopguard_codec_record_parse(const void *key, size_t key_size,
+				  const void *value, size_t value_size,
+				  size_t max_key_size,
+				  struct loopguard_codec_record *record_r,
+				  const char **error_r);
+
+/* When a record really expires at now: the stored expiry was computed
+   with the clock of the writer, and one written while the clock was ahead
+   would otherwise live on long after its own rules allow. For a window
+   the earlier of the stored expiry and what its payload allows, else the
+   stored expiry. */
+time_t loopguard_codec_record_expires(const struct loopguard_codec_record *record,
+				      time_t now);
+
+/* The readable key a fingerprint is stored under (hex, data stack). */
+const char *
+loopguard_codec_fingerprint_key(const unsigned char fingerprint[
+					LOOPGUARD_STORE_FINGERPRINT_SIZE]);
+/* A fingerprint's payload: the time it was last seen. */
+void loopguard_codec_fingerprint_write(time_t last_seen, buffer_t *dest);
+/* Returns FALSE for a payload of the wrong size. The time is unsigned: a
+   time read from a file cannot overflow the arithmetic done with it. */
+bool loopguard_codec_fingerprint_read(const unsigned char *payload,
+				      size_t size, uint64_t *last_seen_r);
+
+void loopguard_codec_log_key_write(uint64_t seq, unsigned char
+				   dest[LOOPGUARD_CODEC_LOG_KEY_SIZE]);
+uint64_t loopguard_codec_log_key_read(const void *key);
+
+/* A log entry: version byte, then tab-escaped fields. */
+void loopguard_codec_log_entry_build(const struct loopguard_store_event *event,
+				     string_t *dest);
+/* Strings are allocated from the data stack. Returns FALSE for an entry
+   of another version or with too few fields; newer versions may append
+   fields. */
+bool loopguard_codec_log_entry_parse(const void *data, size_t size,
+				     struct loopguard_store_event *event_r);
+
+#endif
