@@ -20,7 +20,7 @@
    aborted nested transaction leaves its parent's pages as they were. */
 static int
 store_lmdb_commit_reserve_check(struct store_lmdb_env *env, MDB_txn *txn,
-				  const char **func_r)
+				const char **func_r)
 {
 	MDB_txn *probe;
 	MDB_val k, v;
@@ -47,8 +47,8 @@ store_lmdb_commit_reserve_check(struct store_lmdb_env *env, MDB_txn *txn,
    begun afresh after making room; after that, the change fails and the
    map grows once the delivery's transaction has ended. */
 int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
-			    store_lmdb_txn_func_t *func, void *context,
-			    const char **error_r)
+			      store_lmdb_txn_func_t *func, void *context,
+			      const char **error_r)
 {
 	struct store_lmdb_env *env = store->env;
 	struct store_lmdb_delivery *delivery = env->delivery;

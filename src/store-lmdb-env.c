@@ -199,8 +199,8 @@ store_lmdb_lock_open(const char *path, int *fd_r, const char **error_r)
    caller tries again), -1 on error, with *lock_fd closed then. */
 static int
 store_lmdb_env_open_mdb(const struct loopguard_store_settings *set,
-			  size_t initial_size, MDB_env **mdb_r, int *lock_fd,
-			  const char **error_r)
+			size_t initial_size, MDB_env **mdb_r, int *lock_fd,
+			const char **error_r)
 {
 	unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS;
 	const char *func;
@@ -218,7 +218,7 @@ store_lmdb_env_open_mdb(const struct loopguard_store_settings *set,
 		return -1;
 	if ((rc = mdb_env_create(&mdb)) != 0) {
 		*error_r = store_lmdb_mdb_error(set->location,
-						  "mdb_env_create", rc);
+						"mdb_env_create", rc);
 		i_close_fd(lock_fd);
 		return -1;
 	}
@@ -255,7 +255,7 @@ store_lmdb_env_open_mdb(const struct loopguard_store_settings *set,
 
 static int
 store_lmdb_env_open(const struct loopguard_store_settings *set,
-		      struct store_lmdb_env **env_r, const char **error_r)
+		    struct store_lmdb_env **env_r, const char **error_r)
 {
 	struct store_lmdb_map_sizes sizes;
 	struct store_lmdb_env *env;
@@ -268,7 +268,7 @@ store_lmdb_env_open(const struct loopguard_store_settings *set,
 	store_lmdb_map_sizes_get(set->max_size, &sizes);
 	for (i = 0;; i++) {
 		ret = store_lmdb_env_open_mdb(set, sizes.initial, &mdb,
-						&lock_fd, error_r);
+					      &lock_fd, error_r);
 		if (ret != 0)
 			break;
 		if (i == STORE_LMDB_MAX_OPEN_RETRIES) {
@@ -304,7 +304,7 @@ store_lmdb_env_open(const struct loopguard_store_settings *set,
 	   through the growth steps again in every process. */
 	if ((rc = store_lmdb_map_adopt(env)) != 0) {
 		*error_r = store_lmdb_mdb_error(set->location,
-						  "mdb_env_set_mapsize", rc);
+						"mdb_env_set_mapsize", rc);
 		store_lmdb_env_free(&env);
 		return -1;
 	}
@@ -321,7 +321,7 @@ store_lmdb_env_open(const struct loopguard_store_settings *set,
    file it has open (not moved aside or replaced) and the limits agree. */
 static bool
 store_lmdb_env_reusable(const struct store_lmdb_env *env,
-			  const struct loopguard_store_settings *set)
+			const struct loopguard_store_settings *set)
 {
 	struct stat st;
 

@@ -16,7 +16,7 @@ struct store_lmdb_log_context {
 
 static int
 store_lmdb_log_append_txn(struct store_lmdb *store, MDB_txn *txn,
-			    void *context, const char **func_r)
+			  void *context, const char **func_r)
 {
 	struct store_lmdb_log_context *ctx = context;
 	struct store_lmdb_env *env = store->env;

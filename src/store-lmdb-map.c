@@ -58,7 +58,7 @@ int store_lmdb_map_adopt(struct store_lmdb_env *env)
 
 int
 store_lmdb_txn_begin(struct store_lmdb_env *env, bool write,
-		       MDB_txn **txn_r)
+		     MDB_txn **txn_r)
 {
 	unsigned int i;
 	int rc;
@@ -79,8 +79,8 @@ store_lmdb_txn_begin(struct store_lmdb_env *env, bool write,
 
 int
 store_lmdb_write_once(struct store_lmdb *store,
-			store_lmdb_txn_func_t *func, void *context,
-			const char **func_r)
+		      store_lmdb_txn_func_t *func, void *context,
+		      const char **func_r)
 {
 	MDB_txn *txn;
 	int rc;
@@ -133,7 +133,7 @@ void store_lmdb_reserve_release(struct store_lmdb_env *env)
    Returns LOOPGUARD_STORE_FULL when the map is at its limit, else -1. */
 int
 store_lmdb_map_full_error(struct store_lmdb *store, const char *func_name,
-			    const char *extra, const char **error_r)
+			  const char *extra, const char **error_r)
 {
 	MDB_envinfo info;
 	bool at_limit;
@@ -154,8 +154,8 @@ store_lmdb_map_full_error(struct store_lmdb *store, const char *func_name,
 
 int
 store_lmdb_write(struct store_lmdb *store, time_t now, bool deletes_only,
-		   store_lmdb_txn_func_t *func, void *context,
-		   const char **error_r)
+		 store_lmdb_txn_func_t *func, void *context,
+		 const char **error_r)
 {
 	const char *func_name;
 	bool retried = FALSE, reserved = FALSE;
@@ -163,7 +163,7 @@ store_lmdb_write(struct store_lmdb *store, time_t now, bool deletes_only,
 
 	if (store->env->delivery != NULL)
 		return store_lmdb_delivery_write(store, now, func, context,
-						   error_r);
+						 error_r);
 	for (;;) {
 		rc = store_lmdb_write_once(store, func, context, &func_name);
 		if (rc != MDB_MAP_FULL)
@@ -195,7 +195,7 @@ store_lmdb_write(struct store_lmdb *store, time_t now, bool deletes_only,
 
 void
 store_lmdb_map_sizes_get(uoff_t max_size,
-			   struct store_lmdb_map_sizes *sizes_r)
+			 struct store_lmdb_map_sizes *sizes_r)
 {
 	size_t hard, reserve;
 

@@ -25,7 +25,7 @@ static void store_lmdb_keylist_add(buffer_t *list, const MDB_val *k)
 /* Deletes the keys collected by store_lmdb_keylist_add(). */
 static int
 store_lmdb_keylist_delete(MDB_txn *txn, MDB_dbi dbi, const buffer_t *list,
-			    const char **func_r)
+			  const char **func_r)
 {
 	const unsigned char *p = list->data, *end = p + list->used;
 	uint32_t size;
@@ -47,7 +47,7 @@ store_lmdb_keylist_delete(MDB_txn *txn, MDB_dbi dbi, const buffer_t *list,
 }
 
 int store_lmdb_reap(struct store_lmdb_env *env, MDB_txn *txn,
-		  struct store_lmdb_reap *reap, const char **func_r)
+		    struct store_lmdb_reap *reap, const char **func_r)
 {
 	MDB_cursor *cursor;
 	MDB_val k, v;
@@ -78,7 +78,7 @@ int store_lmdb_reap(struct store_lmdb_env *env, MDB_txn *txn,
 		}
 		scanned++;
 		if (store_lmdb_record_is_dead(env, &k, &v, reap->now,
-						&reap->unreadable)) {
+					      &reap->unreadable)) {
 			store_lmdb_keylist_add(reap->dead, &k);
 			deletes++;
 		}
@@ -91,12 +91,12 @@ int store_lmdb_reap(struct store_lmdb_env *env, MDB_txn *txn,
 	}
 	reap->deleted = deletes;
 	return store_lmdb_keylist_delete(txn, env->records_dbi, reap->dead,
-					   func_r);
+					 func_r);
 }
 
 static int
 store_lmdb_room_txn(struct store_lmdb *store, MDB_txn *txn, void *context,
-		      const char **func_r)
+		    const char **func_r)
 {
 	return store_lmdb_reap(store->env, txn, context, func_r);
 }
@@ -108,7 +108,7 @@ store_lmdb_room_txn(struct store_lmdb *store, MDB_txn *txn, void *context,
    the store between them. Returns 0 when the retry has a chance,
    MDB_MAP_FULL when it has none, or another MDB error. */
 int store_lmdb_make_room(struct store_lmdb *store, time_t now,
-		       const char **func_r)
+			 const char **func_r)
 {
 	struct store_lmdb_reap reap;
 	bool grew, reserved = FALSE;
@@ -125,7 +125,7 @@ int store_lmdb_make_room(struct store_lmdb *store, time_t now,
 	reap.dead = t_buffer_create(1024);
 	for (;;) {
 		rc = store_lmdb_write_once(store, store_lmdb_room_txn, &reap,
-					     func_r);
+					   func_r);
 		if (rc != MDB_MAP_FULL)
 			break;
 		/* deleting needs fresh pages too: fewer at a time, in the
@@ -146,7 +146,7 @@ int store_lmdb_make_room(struct store_lmdb *store, time_t now,
 		buffer_append_buf(store->env->room_position, reap.next_key,
 				  0, SIZE_MAX);
 		store_lmdb_unreadable_log(store, &reap.unreadable,
-					    "dropped");
+					  "dropped");
 	}
 	grew = store_lmdb_grow(store->env);
 	return (rc == 0 && reap.deleted > 0) || grew ? 0 : MDB_MAP_FULL;
@@ -156,7 +156,7 @@ int store_lmdb_make_room(struct store_lmdb *store, time_t now,
    stopped and deletes the dead ones, so that the store stays small
    without any cron job while each delivery's work stays bounded. */
 int store_lmdb_sweep(struct store_lmdb *store, MDB_txn *txn,
-		   struct store_lmdb_reap *sweep, const char **func_r)
+		     struct store_lmdb_reap *sweep, const char **func_r)
 {
 	struct store_lmdb_env *env = store->env;
 	buffer_t start;
@@ -192,7 +192,7 @@ int store_lmdb_sweep(struct store_lmdb *store, MDB_txn *txn,
 
 static int
 store_lmdb_purge_batch_txn(struct store_lmdb *store, MDB_txn *txn,
-			     void *context, const char **func_r)
+			   void *context, const char **func_r)
 {
 	return store_lmdb_reap(store->env, txn, context, func_r);
 }
@@ -202,7 +202,7 @@ store_lmdb_purge_batch_txn(struct store_lmdb *store, MDB_txn *txn,
    record the map grows, and at the limit the reserve is used. */
 static int
 store_lmdb_purge_expired(struct store_lmdb *store, time_t now,
-			   unsigned int *purged_r, const char **func_r)
+			 unsigned int *purged_r, const char **func_r)
 {
 	struct store_lmdb_reap reap;
 	struct store_lmdb_unreadable unreadable;
@@ -222,7 +222,7 @@ store_lmdb_purge_expired(struct store_lmdb *store, time_t now,
 	reap.dead = buffer_create_dynamic(default_pool, 1024);
 	for (;;) {
 		rc = store_lmdb_write_once(store, store_lmdb_purge_batch_txn,
-					     &reap, func_r);
+					   &reap, func_r);
 		if (rc == MDB_MAP_FULL) {
 			if (reap.max_deletes > 1) {
 				reap.max_deletes /= 2;
@@ -258,7 +258,7 @@ store_lmdb_purge_expired(struct store_lmdb *store, time_t now,
 
 static int
 store_lmdb_purge_all_txn(struct store_lmdb *store, MDB_txn *txn,
-			   void *context, const char **func_r)
+			 void *context, const char **func_r)
 {
 	struct store_lmdb_env *env = store->env;
 	unsigned int *purged_r = context;
@@ -290,8 +290,8 @@ int store_lmdb_purge(struct loopguard_store *_store, time_t now, bool all,
 	if (all) {
 		/* deletions only: LOOPGUARD_STORE_FULL cannot happen */
 		return store_lmdb_write(store, now, TRUE,
-					  store_lmdb_purge_all_txn,
-					  purged_r, error_r) < 0 ? -1 : 0;
+					store_lmdb_purge_all_txn,
+					purged_r, error_r) < 0 ? -1 : 0;
 	}
 	rc = store_lmdb_purge_expired(store, now, purged_r, &func);
 	if (rc != 0) {

@@ -167,7 +167,7 @@ int store_lmdb_env_verify(struct store_lmdb_env *env, const char **error_r)
 	if ((rc = mdb_env_get_fd(env->env, &fd)) != 0) {
 		mdb_txn_abort(txn);
 		*error_r = store_lmdb_mdb_error(env->path,
-						  "mdb_env_get_fd", rc);
+						"mdb_env_get_fd", rc);
 		return -1;
 	}
 	ret = store_lmdb_verify(fd, store_lmdb_page_size(), &reason);
@@ -228,7 +228,7 @@ const char *store_lmdb_network_fs_name(long fs_type)
    corrupted. The directory is checked, as the file may not exist yet. */
 int
 store_lmdb_check_local(const struct loopguard_store_settings *set,
-			 const char **error_r)
+		       const char **error_r)
 {
 	const char *dir, *p, *fs_name;
 	long fs_type;
