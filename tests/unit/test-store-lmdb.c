@@ -1788,6 +1788,143 @@ static void test_delivery_map_full(void)
 }
 
 /* Runs last inside test_run(), while the library is still initialized. */
+/*
+ * The store API on this driver
+ */
+
+struct test_window_list {
+	unsigned int count;
+	const char *key;
+	unsigned int count_in_window;
+};
+
+static int
+test_window_list_callback(const struct loopguard_store_window *window,
+			  void *context)
+{
+	struct test_window_list *list = context;
+
+	list->count++;
+	list->key = t_strdup(window->key);
+	list->count_in_window = window->state.count_in_window;
+	return 0;
+}
+
+static void test_store_window(void)
+{
+	struct loopguard_store_settings set = test_settings("window");
+	const struct loopguard_window_params params = {
+		.count = 1, .period = 60, .lock = 0 };
+	unsigned char hash1[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE] = { 1 };
+	unsigned char hash2[LOOPGUARD_WINDOW_MESSAGE_HASH_SIZE] = { 2 };
+	struct loopguard_window_result result;
+	struct test_window_list list;
+	struct loopguard_store *db;
+	const char *error;
+
+	test_begin("store API: window check, peek, list and delete");
+	db = test_open(&set);
+	test_assert(loopguard_store_window_check(db, "h", "k", &params, hash1,
+						 TEST_NOW, TRUE, &result,
+						 &error) == 0);
+	test_assert(!result.exceeded && result.count_in_window == 1);
+	/* :noupdate counts nothing, but tells what counting would do */
+	test_assert(loopguard_store_window_check(db, "h", "k", &params, hash2,
+						 TEST_NOW, FALSE, &result,
+						 &error) == 0);
+	test_assert(result.exceeded);
+	test_assert(loopguard_store_window_check(db, "h", "k", &params, hash1,
+						 TEST_NOW + 1, TRUE, &result,
+						 &error) == 0);
+	test_assert(result.already_counted && !result.exceeded &&
+		    result.count_in_window == 1);
+	test_assert(loopguard_store_window_check(db, "h", "k", &params, hash2,
+						 TEST_NOW + 2, TRUE, &result,
+						 &error) == 0);
+	test_assert(result.exceeded && result.count_in_window == 2);
+	/* a fingerprint is no window: list shows only windows */
+	test_assert(test_put(db, "h", "other", "x", TEST_NOW, TEST_NOW + 100,
+			     &error) == 0);
+
+	i_zero(&list);
+	test_assert(loopguard_store_window_iterate(db, NULL, TEST_NOW + 3,
+			test_window_list_callback, &list, &error) == 0);
+	test_assert(list.count == 1 && strcmp(list.key, "k") == 0 &&
+		    list.count_in_window == 2);
+	i_zero(&list);
+	test_assert(loopguard_store_window_iterate(db, "other", TEST_NOW + 3,
+			test_window_list_callback, &list, &error) == 0);
+	test_assert(list.count == 0);
+
+	test_assert(loopguard_store_window_delete(db, "h", "k", &error) == 1);
+	test_assert(loopguard_store_window_delete(db, "h", "k", &error) == 0);
+	test_assert(loopguard_store_window_check(db, "h", "k", &params, hash2,
+						 TEST_NOW + 4, FALSE, &result,
+						 &error) == 0);
+	test_assert(!result.exceeded && result.count_in_window == 1);
+	loopguard_store_close(&db);
+	test_end();
+}
+
+static void test_store_fingerprint(void)
+{
+	struct loopguard_store_settings set = test_settings("fingerprint");
+	unsigned char fp[LOOPGUARD_STORE_FINGERPRINT_SIZE];
+	struct loopguard_store *db;
+	const char *error;
+	bool seen;
+
+	test_begin("store API: fingerprint check and mark");
+	memset(fp, 0xab, sizeof(fp));
+	db = test_open(&set);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60, TEST_NOW,
+						      &seen, &error) == 0 &&
+		    !seen);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 59, &seen,
+						      &error) == 0 && seen);
+	/* the sighting at +59 restarted the period */
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 100, &seen,
+						      &error) == 0 && seen);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 200, &seen,
+						      &error) == 0 && !seen);
+	/* a value of the wrong size is not trusted, and is replaced */
+	test_assert(test_put(db, "", loopguard_codec_fingerprint_key(fp),
+			     "abc", TEST_NOW + 300, TEST_NOW + 400,
+			     &error) == 0);
+	test_expect_error_string("ignoring a fingerprint record of 3 bytes");
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 301, &seen,
+						      &error) == 0 && !seen);
+	test_expect_no_more_errors();
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 302, &seen,
+						      &error) == 0 && seen);
+	loopguard_store_close(&db);
+	test_end();
+}
+
+static void test_store_exists(void)
+{
+	struct loopguard_store_settings set = test_settings("exists");
+	struct loopguard_store *db;
+	const char *error;
+
+	test_begin("store API: exists never creates a store");
+	test_assert(loopguard_store_exists(&set, &error) == 0);
+	test_assert(!test_path_exists(set.location));
+	db = test_open(&set);
+	loopguard_store_close(&db);
+	test_assert(loopguard_store_exists(&set, &error) == 1);
+
+	set.location = "redis:host=127.0.0.1";
+	test_assert(loopguard_store_open(&set, &db, &error) < 0 &&
+		    db == NULL && strstr(error, "redis:") != NULL);
+	test_end();
+}
+
 static void test_remove_dir(void)
 {
 	const char *error;
@@ -1886,6 +2023,9 @@ int main(void)
 		test_delivery_serializes,
 		test_delivery_map_full,
 		test_idle_reuse,
+		test_store_window,
+		test_store_fingerprint,
+		test_store_exists,
 		test_remove_dir,
 		NULL
 	};
