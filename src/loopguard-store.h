@@ -88,7 +88,8 @@ int loopguard_store_open(const struct loopguard_store_settings *set,
 void loopguard_store_close(struct loopguard_store **store);
 
 /* Whether the store at set->location exists, so that looking at a user
-   (doveadm -A) does not create one. Returns 1, 0 or -1. */
+   (doveadm -A) does not create one. Returns 1, 0 or -1; after -1, errno
+   is EACCES when access was denied, which no retry cures. */
 int loopguard_store_exists(const struct loopguard_store_settings *set,
 			   const char **error_r);
 

@@ -57,6 +57,7 @@ int doveadm_loopguard_open(struct doveadm_mail_cmd_context *ctx,
 	/* Looking must not leave a store behind: opening would create one
 	   for every user that doveadm -A goes through. Denied access is no
 	   temporary failure. */
+	errno = 0;
 	if ((ret = loopguard_store_exists(&set, &error)) <= 0) {
 		if (ret == 0)
 			return 0;
