@@ -1,6 +1,7 @@
 /* Benchmark helper: fills a loopguard store with looptest "duplicate"
-   fingerprints (SEEN records), as if that many distinct messages had been
-   delivered within the last :seconds. Used by bench/bench-vs-duplicate.
+   fingerprints, through loopguard_store_fingerprint_check(), as if that
+   many distinct messages had been delivered within the last :seconds.
+   Used by bench/bench-vs-duplicate.
 
    Usage: bench-fill-seen PATH COUNT [SECONDS]
 

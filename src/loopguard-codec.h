@@ -68,7 +68,8 @@ time_t loopguard_codec_record_expires(const struct loopguard_codec_record *recor
 const char *
 loopguard_codec_fingerprint_key(const unsigned char fingerprint[
 					LOOPGUARD_STORE_FINGERPRINT_SIZE]);
-/* A fingerprint's payload: the time it was last seen. */
+/* A fingerprint's payload: the time it was last seen, 8 bytes,
+   big-endian. */
 void loopguard_codec_fingerprint_write(time_t last_seen, buffer_t *dest);
 /* Returns FALSE for a payload of the wrong size. The time is unsigned: a
    time read from a file cannot overflow the arithmetic done with it. */
