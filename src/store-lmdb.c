@@ -20,18 +20,27 @@ static bool store_lmdb_claims(const char *location)
 }
 
 static int
-store_lmdb_open(const struct loopguard_store_settings *set,
-		struct loopguard_store **store_r, const char **error_r)
+store_lmdb_check_path(const struct loopguard_store_settings *set,
+		      const char **error_r)
 {
-	struct store_lmdb_env *env;
-	struct store_lmdb *store;
-
 	if (set->location == NULL || set->location[0] != '/') {
 		*error_r = t_strdup_printf(
 			"loopguard store %s: path is not absolute",
 			set->location == NULL ? "(null)" : set->location);
 		return -1;
 	}
+	return 0;
+}
+
+static int
+store_lmdb_open(const struct loopguard_store_settings *set,
+		struct loopguard_store **store_r, const char **error_r)
+{
+	struct store_lmdb_env *env;
+	struct store_lmdb *store;
+
+	if (store_lmdb_check_path(set, error_r) < 0)
+		return -1;
 	if (store_lmdb_env_get(set, &env, error_r) < 0)
 		return -1;
 	store = i_new(struct store_lmdb, 1);
@@ -65,12 +74,8 @@ store_lmdb_exists(const struct loopguard_store_settings *set,
 	unsigned int i;
 	int fd, saved_errno;
 
-	if (set->location == NULL || set->location[0] != '/') {
-		*error_r = t_strdup_printf(
-			"loopguard store %s: path is not absolute",
-			set->location == NULL ? "(null)" : set->location);
+	if (store_lmdb_check_path(set, error_r) < 0)
 		return -1;
-	}
 	if (stat(set->location, &st) < 0) {
 		if (errno == ENOENT)
 			return 0;
