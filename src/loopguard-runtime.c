@@ -29,24 +29,22 @@
 #include "loopguard-text.h"
 #include "loopguard-runtime.h"
 
-/* The extensions that share one context, so that the settings are read,
-   and their warnings logged, once per Sieve instance. */
-static const char *const loopguard_extension_names[] = {
-	"vnd.loopguard.looptest",
-	"vnd.loopguard.ratelimit",
-};
-
+/* Every extension loaded by loopguard_context_load() shares one context,
+   so that the settings are read, and their warnings logged, once per
+   Sieve instance. They are found by that, not by name: a new test shares
+   the context by using the same load callback. */
 static struct loopguard_context *
 loopguard_context_find_shared(const struct sieve_extension *ext)
 {
-	const struct sieve_extension *other;
-	unsigned int i;
+	const struct sieve_extension *const *exts;
+	unsigned int i, count;
 
-	for (i = 0; i < N_ELEMENTS(loopguard_extension_names); i++) {
-		other = sieve_extension_get_by_name(
-			ext->svinst, loopguard_extension_names[i]);
-		if (other != NULL && other != ext && other->context != NULL)
-			return other->context;
+	exts = sieve_extensions_get_all(ext->svinst, &count);
+	for (i = 0; i < count; i++) {
+		if (exts[i] != ext && exts[i]->def != NULL &&
+		    exts[i]->def->load == loopguard_context_load &&
+		    exts[i]->context != NULL)
+			return exts[i]->context;
 	}
 	return NULL;
 }
