@@ -67,4 +67,19 @@ trap 'exit 130' INT TERM
 
 python3 "$here/scenarios.py" --workdir "$workdir" --builddir "$builddir" "$@"
 rc=$?
+
+# A build with the Redis driver runs the scenarios that apply to it once
+# more, against a private redis-server (scenarios.py --store redis).
+if grep -q '^#define HAVE_HIREDIS' "$builddir/sieve-loopguard-config.h" \
+	2>/dev/null; then
+	if ! command -v redis-server >/dev/null 2>&1; then
+		echo "FAIL: redis: built with Redis, but redis-server is not" \
+		     "installed (scripts/install-deps.sh installs it)"
+		rc=1
+	else
+		python3 "$here/scenarios.py" --store redis \
+			--workdir "$workdir/redis-run" --builddir "$builddir" \
+			"$@" || rc=1
+	fi
+fi
 exit $rc

@@ -33,22 +33,31 @@ from e2elib import (Dovecot, Failure, Message, check, example, test_script,
                     FIRED_RE, BAD_LOG_RE, DOMAIN, DOVECOT_24, EXAMPLES,
                     PASSWORD)
 from managesieve import ManageSieveClient
+from redisserver import RedisServer
 
 SCENARIOS = []
+# The stores a scenario runs against (scenarios.py --store): most look only
+# at what Dovecot delivers and logs, and so prove the Redis driver keeps
+# the LMDB driver's promises; some look at LMDB's file, some at Redis.
+BOTH = ("lmdb", "redis")
 
 
-def scenario(name):
+def scenario(name, stores=("lmdb",)):
     def reg(fn):
-        SCENARIOS.append((name, fn))
+        SCENARIOS.append((name, fn, stores))
         return fn
     return reg
 
 
 class Ctx:
-    def __init__(self, dc, name, demo=False):
+    def __init__(self, dc, name, demo=False, redis=None):
         self.dc = dc
         self.name = name
         self.demo = demo
+        # the RedisServer every Dovecot of the run shares (--store redis)
+        self.redis = redis
+        # log lines a scenario expects to match BAD_LOG_RE
+        self.expected_errors = []
         self.log_start = dc.log_offset()
         self.seen = set()
         self.facts = {}
@@ -83,6 +92,10 @@ class Ctx:
     def say(self, text):
         if self.demo:
             print("    " + text)
+
+    def bad_log_lines(self):
+        return [l for l in self.log() if BAD_LOG_RE.search(l)
+                and not any(r.search(l) for r in self.expected_errors)]
 
 
 def all_250(codes, what):
@@ -157,7 +170,7 @@ def robot_storm(ctx, user, verp=True, bound=20, during=None):
 
 # ---------------------------------------------------------------------------
 
-@scenario("pingpong")
+@scenario("pingpong", BOTH)
 def s_pingpong(ctx):
     """1. Auto-reply ping-pong.
 
@@ -252,7 +265,7 @@ def dsn(frm, to, env_from, original_to="someone@remote.test"):
                    'report-type=delivery-status; boundary="%s"' % boundary)
 
 
-@scenario("bounce")
+@scenario("bounce", BOTH)
 def s_bounce(ctx):
     """2. Bounces and other machine mail reach auto-responders.
 
@@ -315,7 +328,7 @@ def s_bounce(ctx):
           % (len(hd.stored()), len(vac.stored())))
 
 
-@scenario("forward-loop")
+@scenario("forward-loop", BOTH)
 def s_forward_loop(ctx):
     """3. Two users forward to each other with doc/examples/forward.sieve.
 
@@ -364,7 +377,7 @@ def flood_msgs(user, n, sender="flood@remote.test", tag="flood"):
                     "%s %d" % (tag, i + 1)) for i in range(n)]
 
 
-@scenario("flood")
+@scenario("flood", BOTH)
 def s_flood(ctx):
     """4. 200 messages from one sender to doc/examples/discard-loops.sieve
     (ratelimit :count 30 :seconds 300 :lock 900): the first 30 are stored,
@@ -395,7 +408,7 @@ def s_flood(ctx):
         ctx.facts.update(doveadm_list=table)
 
 
-@scenario("people")
+@scenario("people", BOTH)
 def s_people(ctx):
     """5. People's mail gets through before, during and after a storm.
 
@@ -452,7 +465,7 @@ def s_people(ctx):
           % (got, people))
 
 
-@scenario("concurrency")
+@scenario("concurrency", BOTH)
 def s_concurrency(ctx):
     """6. 8 LMTP clients deliver 400 distinct messages from one sender to one
     user at once (scripts/ratelimit-100.sieve: :count 100 :seconds 3600).
@@ -502,7 +515,7 @@ def s_restart(ctx):
     same_ids(u.stored(), [m.msgid for m in msgs[:15]], "after restart")
 
 
-@scenario("thread-flood")
+@scenario("thread-flood", BOTH)
 def s_thread_flood(ctx):
     """8. doc/examples/thread-flood.sieve (ratelimit :thread :count 2
     :seconds 7200, over the limit -> fileinto "Muted"): a notifier sends 6
@@ -568,7 +581,7 @@ def log_time(s):
     return time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S"))
 
 
-@scenario("doveadm")
+@scenario("doveadm", BOTH)
 def s_doveadm(ctx):
     """9. doveadm loopguard list / log / unblock after a flood.
 
@@ -693,7 +706,7 @@ def s_doveadm(ctx):
           "doveadm created a home for %s" % ghost)
 
 
-@scenario("doveadm-purge")
+@scenario("doveadm-purge", BOTH)
 def s_doveadm_purge(ctx):
     """10. doveadm loopguard purge.
 
@@ -1681,6 +1694,184 @@ def narrate(name, ctx):
                   "lets the sender in again.)" % f["user"])
 
 
+# ---------------------------------------------------------------------------
+# Redis: several backends share one store (scenarios.py --store redis).
+
+UNAVAILABLE = "loopguard state unavailable, test is false"
+
+
+def redis_setting(redis, **kw):
+    """The plugin settings line that points loopguard at `redis`."""
+    return "  sieve_loopguard_db = %s\n" % redis.uri(**kw)
+
+
+def other_fired(dc):
+    return [m.groupdict() for m in (FIRED_RE.search(l)
+                                   for l in dc.log_lines(0)) if m]
+
+
+def check_user_keys(ctx, address):
+    """Every key of the user carries its hash tag and an expiry."""
+    keys = [k for k in ctx.redis.keys("*") if address in k]
+    check(keys, "no Redis key for %s" % address)
+    untagged = [k for k in keys if "{%s}" % address not in k]
+    check(not untagged, "keys without the {user} hash tag: %r"
+          % untagged[:3])
+    no_ttl = [k for k in keys if ctx.redis.ttl(k) <= 0]
+    check(not no_ttl, "keys that never expire: %r" % no_ttl[:3])
+    return keys
+
+
+@scenario("two-backends", ("redis",))
+def s_two_backends(ctx):
+    """R1. Two Dovecot instances ("backends") share one Redis.  16 LMTP
+    sessions, 8 to each backend, deliver 200 distinct messages from one
+    sender to one user under scripts/ratelimit-50.sieve (:count 50
+    :seconds 3600).  A window's check and count are one atomic step in
+    Redis, so exactly 50 are stored over both backends together, every
+    reply is 250, the two logs hold 150 "ratelimit fired" lines between
+    them, each backend delivered its share, and every key of the user has
+    the {user} hash tag and an expiry."""
+    other = Dovecot(os.path.join(ctx.dc.workdir, "backend-b"),
+                    ctx.dc.builddir, instance="loopguard-e2e-b",
+                    metrics=False, extra_plugin=ctx.dc.extra_plugin)
+    other.start()
+    try:
+        ua = ctx.user("user", test_script("ratelimit-50.sieve"))
+        ub = other.user(ua.address, test_script("ratelimit-50.sieve"))
+        msgs = flood_msgs(ua, 200, sender="storm@remote.test", tag="storm")
+        jobs = [(m.env_from, ua.address, bytes(m)) for m in msgs]
+        codes = {}
+
+        def run(dc, part, key):
+            codes[key] = dc.deliver_many(part, parallel=8)
+
+        threads = [threading.Thread(target=run, args=(ctx.dc, jobs[0::2],
+                                                      "a")),
+                   threading.Thread(target=run, args=(other, jobs[1::2],
+                                                      "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        all_250(codes.get("a", [0]) + codes.get("b", [0]), "two backends")
+        stored_a, stored_b = ua.stored(), ub.stored()
+        stored = stored_a + stored_b
+        check(len(stored) == 50, "expected exactly 50 stored over both "
+              "backends, got %d (%d + %d)"
+              % (len(stored), len(stored_a), len(stored_b)))
+        check(len(set(stored)) == 50
+              and set(stored) <= {m.msgid for m in msgs},
+              "stored messages are not 50 distinct ones of those sent")
+        fired_a = ctx.fired("ratelimit", ua)
+        fired_b = [f for f in other_fired(other)
+                   if f["user"] == ua.address]
+        check(len(fired_a) + len(fired_b) == 150,
+              "expected 150 'ratelimit fired' lines, got %d + %d"
+              % (len(fired_a), len(fired_b)))
+        check(len(stored_a) + len(fired_a) == 100
+              and len(stored_b) + len(fired_b) == 100,
+              "each backend should have handled 100 messages: a %d+%d, "
+              "b %d+%d" % (len(stored_a), len(fired_a), len(stored_b),
+                           len(fired_b)))
+        bad = [l for l in other.log_lines(0) if BAD_LOG_RE.search(l)]
+        check(not bad, "backend b's log has errors: %s"
+              % " || ".join(bad[:3]))
+        check_user_keys(ctx, ua.address)
+    finally:
+        other.stop()
+
+
+def unavailable_lines(ctx, user):
+    return [l for l in ctx.log()
+            if UNAVAILABLE in l and "(%s)" % user.address in l]
+
+
+@scenario("redis-down", ("redis",))
+def s_redis_down(ctx):
+    """R2. Redis dies in the middle of a flood and comes back.
+    doc/examples/discard-loops.sieve (:count 30) for a user with the
+    default sieve_loopguard_on_error = keep, and for one with tempfail.
+    10 messages are counted; redis-server is killed (SIGKILL); 10 more to
+    the keep user are all stored (the test is false, one warning per
+    delivery, nothing lost or held), and the tempfail user's message is
+    deferred (4xx), nothing stored.  Redis is started again (empty: the
+    test instance keeps nothing on disk) on the same port: the tempfail
+    user's retry is delivered, and of 40 more messages to the keep user
+    the first 30 are stored and 10 discarded, so counting works again
+    without a Dovecot restart."""
+    created = time.monotonic()
+    u = ctx.user("keep", example("discard-loops.sieve"))
+    t = ctx.dc.user(ctx.address("tempfail"), example("discard-loops.sieve"),
+                    fields={"sieve_loopguard_on_error": "tempfail"})
+    msgs = flood_msgs(u, 60, sender="flood@remote.test")
+    jobs = [(m.env_from, u.address, bytes(m)) for m in msgs]
+    all_250(ctx.dc.deliver_many(jobs[:10]), "before the outage")
+    check(not unavailable_lines(ctx, u), "warnings before the outage")
+
+    ctx.redis.kill()
+    # one per delivery: the state error is logged, never an Error
+    ctx.expected_errors.append(re.compile(
+        r"ratelimit test: temporary failure|loopguard state error"))
+    all_250(ctx.dc.deliver_many(jobs[10:20]), "during the outage")
+    same_ids(u.stored(), [m.msgid for m in msgs[:20]], "during the outage")
+    check(len(unavailable_lines(ctx, u)) == 10,
+          "expected 10 'state unavailable' warnings, got %d"
+          % len(unavailable_lines(ctx, u)))
+    # a user's further userdb fields are read once its entry is known
+    # (Dovecot 2.4 rereads its passwd-file at most once a second)
+    time.sleep(max(0, 1.2 - (time.monotonic() - created)))
+    tmsg = flood_msgs(t, 1, sender="flood@remote.test", tag="deferred")[0]
+    code = t.deliver(tmsg)
+    check(400 <= code < 500, "tempfail user during the outage: LMTP reply "
+          "%d, expected 4xx" % code)
+    check(t.stored() == [], "the deferred message was stored")
+
+    ctx.redis.start()
+    check(t.deliver(tmsg) == 250, "tempfail user's retry was not delivered")
+    same_ids(t.stored(), [tmsg.msgid], "tempfail user after the outage")
+    all_250(ctx.dc.deliver_many(jobs[20:60]), "after the outage")
+    same_ids(u.stored(), [m.msgid for m in msgs[:50]], "after the outage")
+    check(len(ctx.fired("ratelimit", u)) == 10,
+          "expected 10 'ratelimit fired' lines after the outage, got %d"
+          % len(ctx.fired("ratelimit", u)))
+    check_user_keys(ctx, u.address)
+
+
+@scenario("redis-slow", ("redis",))
+def s_redis_slow(ctx):
+    """R3. A Redis that stops answering holds a delivery no longer than
+    the timeout (timeout_msecs=500 here): while DEBUG SLEEP 5 blocks the
+    server, a delivery to discard-loops.sieve is answered 250 well before
+    the server wakes up, stored, with one 'state unavailable' warning.
+    After it wakes, the next deliveries are counted again (no warning)."""
+    u = ctx.user("user", example("discard-loops.sieve"))
+    msgs = flood_msgs(u, 3, sender="slow@remote.test")
+    check(u.deliver(msgs[0]) == 250, "first delivery")
+    ctx.expected_errors.append(re.compile(r"loopguard state error"))
+    sleeper = ctx.redis.send_only("DEBUG", "SLEEP", "5")
+    try:
+        start = time.monotonic()
+        code = u.deliver(msgs[1])
+        took = time.monotonic() - start
+    finally:
+        sleeper.settimeout(30)
+        try:
+            sleeper.recv(64)
+        finally:
+            sleeper.close()
+    check(code == 250, "delivery while Redis sleeps: LMTP reply %d" % code)
+    check(took < 4.0, "delivery while Redis sleeps took %.1f s: it "
+          "waited for the server, not for the timeout" % took)
+    check(len(unavailable_lines(ctx, u)) == 1,
+          "expected 1 'state unavailable' warning, got %d"
+          % len(unavailable_lines(ctx, u)))
+    check(u.deliver(msgs[2]) == 250, "delivery after Redis woke up")
+    check(len(unavailable_lines(ctx, u)) == 1,
+          "the delivery after Redis woke up did not reach it")
+    same_ids(u.stored(), [m.msgid for m in msgs], "slow Redis")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
@@ -1688,45 +1879,59 @@ def main():
         "LOOPGUARD_BUILDDIR", os.path.join(os.path.dirname(
             os.path.abspath(__file__)), "..", "..")))
     ap.add_argument("--demo", action="store_true")
+    ap.add_argument("--store", choices=BOTH, default="lmdb",
+                    help="run the scenarios that apply to this store "
+                    "driver (redis: a private redis-server is started)")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
 
-    known = [n for n, _ in SCENARIOS]
+    known = [n for n, _, _ in SCENARIOS]
     for n in args.names:
         if n not in known:
             print("unknown scenario %s (known: %s)" % (n, " ".join(known)))
             return 2
-    todo = [(n, fn) for n, fn in SCENARIOS
-            if not args.names or n in args.names]
+    todo = [(n, fn) for n, fn, stores in SCENARIOS
+            if args.store in stores and (not args.names or n in args.names)]
+    label = "" if args.store == "lmdb" else " [%s]" % args.store
 
     failed = []
+    redis = None
+    extra = ""
     try:
-        dc = Dovecot(args.workdir, args.builddir)
+        if args.store == "redis":
+            redis = RedisServer(os.path.join(args.workdir, "redis"))
+            redis.start()
+            extra = redis_setting(redis, prefix="e2e")
+        dc = Dovecot(args.workdir, args.builddir, extra_plugin=extra)
         dc.start()
-    except Failure as e:
-        print("FAIL: setup: %s" % e)
+    except Exception as e:
+        print("FAIL: setup%s: %s" % (label, e))
+        if redis is not None:
+            redis.stop()
         return 1
     try:
         for name, fn in todo:
-            ctx = Ctx(dc, name, demo=args.demo)
+            ctx = Ctx(dc, name, demo=args.demo, redis=redis)
             try:
                 fn(ctx)
-                bad = [l for l in ctx.log() if BAD_LOG_RE.search(l)]
+                bad = ctx.bad_log_lines()
                 check(not bad, "Dovecot log has errors: %s"
                       % " || ".join(bad[:3]))
-                print("PASS: %s" % name)
+                print("PASS: %s%s" % (name, label))
                 if args.demo:
                     narrate(name, ctx)
             except Failure as e:
                 failed.append(name)
-                print("FAIL: %s: %s" % (name, e))
+                print("FAIL: %s%s: %s" % (name, label, e))
             except Exception as e:
                 failed.append(name)
-                print("FAIL: %s: harness error: %s" % (name, e))
+                print("FAIL: %s%s: harness error: %s" % (name, label, e))
                 traceback.print_exc()
             sys.stdout.flush()
     finally:
         dc.stop()
+        if redis is not None:
+            redis.stop()
     return 1 if failed else 0
 
 
