@@ -21,7 +21,12 @@ fi
 packages="dovecot-dev dovecot-core dovecot-sieve dovecot-lmtpd
 	dovecot-managesieved
 	liblmdb-dev lmdb-utils autoconf automake libtool pkg-config make gcc
-	faketime python3 valgrind util-linux $*"
+	faketime python3 valgrind util-linux
+	libhiredis-dev redis-tools $*"
+# The Redis store's tests start redis-servers of their own. redis-tools
+# holds the server binary (as redis-check-rdb, which serves when called by
+# the name redis-server); the package redis-server would only add that
+# name and a system service, which must not run here.
 # valgrind needs the C library's symbols to apply its suppressions for the
 # dynamic loader; without them every dlopen() is reported as an error.
 packages="$packages libc6-dbg"

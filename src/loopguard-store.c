@@ -27,10 +27,12 @@ loopguard_store_driver_find(const char *location, const char **error_r)
 		if (loopguard_store_drivers[i]->claims(location))
 			return loopguard_store_drivers[i];
 	}
-	*error_r = t_strdup_printf("sieve_loopguard_db=%s: no store driver "
-				   "for this location%s", location,
-				   str_begins_with(location, "redis:") ?
-				   " (built without Redis support)" : "");
+	/* a redis: location may hold a password: never shown */
+	*error_r = str_begins_with(location, "redis:") ?
+		"sieve_loopguard_db=redis:...: no store driver for this "
+		"location (built without Redis support)" :
+		t_strdup_printf("sieve_loopguard_db=%s: no store driver for "
+				"this location", location);
 	return NULL;
 }
 

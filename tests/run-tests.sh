@@ -66,6 +66,12 @@ run_unit()
 	(cd "$srcdir" && "$@" "$test" "$srcdir/tests/fixtures/looptest") \
 		> "$log.raw" 2>&1
 	rc=$?
+	if [ "$rc" -eq 77 ]; then
+		# not built in (e.g. the Redis store without hiredis)
+		echo "    skipped: $(head -n 1 "$log.raw")"
+		rm -f "$log.raw"
+		return
+	fi
 	sed -n -e "s/^\(.*[^ .]\)[ .]*: ok\$/PASS: \1$tag/p" \
 	       -e "s/^\(.*[^ .]\)[ .]*: FAILED\$/FAIL: \1$tag/p" \
 	       "$log.raw" > "$log"

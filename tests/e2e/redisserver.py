@@ -17,7 +17,12 @@ class RedisError(Exception):
 
 
 def redis_server_binary():
-    return shutil.which("redis-server")
+    """$LOOPGUARD_REDIS_SERVER, redis-server, or Debian's redis-tools
+    binary redis-check-rdb, which serves when called as redis-server (the
+    package redis-server adds only that name and a system service)."""
+    return (os.environ.get("LOOPGUARD_REDIS_SERVER")
+            or shutil.which("redis-server")
+            or shutil.which("redis-check-rdb"))
 
 
 def _free_port():
@@ -99,15 +104,18 @@ class RedisServer:
     def start(self, timeout=10):
         binary = redis_server_binary()
         if binary is None:
-            raise RedisError("redis-server not found (install redis-server)")
-        args = [binary, "--bind", self.host, "--port", str(self.port),
+            raise RedisError("redis-server not found (scripts/install-deps.sh "
+                             "installs redis-tools)")
+        # argv[0] redis-server makes redis-check-rdb a server
+        args = ["redis-server", "--bind", self.host, "--port", str(self.port),
                 "--save", "", "--appendonly", "no",
                 "--dir", self.workdir,
                 "--logfile", os.path.join(self.workdir, "redis.log"),
                 "--daemonize", "no", "--enable-debug-command", "local"]
         if self.password is not None:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(args, executable=binary,
+                                     stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
