@@ -249,7 +249,9 @@ class Dovecot:
         static userdb behind it (see config_24()), with the same uid, gid
         and home; only its further fields wait for the next second."""
         for address, home in self.users.items():
-            fields = " ".join("%s=%s" % kv for kv in
+            # a passwd-file's extra fields go to the userdb only with the
+            # userdb_ prefix
+            fields = " ".join("userdb_%s=%s" % kv for kv in
                               self.user_fields.get(address, {}).items())
             f.write("%s::%d:%d::%s::%s\n"
                     % (address, self.uid, self.gid, home, fields))
