@@ -16,7 +16,7 @@ echo
 # with the built modules staged as for the tests (tests/lib/stage.sh)
 . "$srcdir/tests/lib/stage.sh"
 rc=0
-for b in bench-delivery-overhead bench-vs-duplicate; do
+for b in bench-delivery-overhead bench-vs-duplicate bench-slow-disk; do
 	echo
 	lg_stage_exec "$builddir" \
 		"$srcdir/bench/$b" --builddir "$builddir" || {
