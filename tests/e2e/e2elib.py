@@ -252,9 +252,11 @@ class Dovecot:
         """Dovecot 2.4 has no dict userdb: a passwd-file, which it stats at
         most once a second.  A user it does not know yet is found by the
         static userdb behind it (see config_24()), with the same uid, gid
-        and home; only its further fields wait for the next second."""
+        and home; only its further fields wait for the next second.
+        Dovecot 2.4 takes only the extra fields named userdb_* as userdb
+        fields (and drops the prefix); the others would be lost."""
         for address, home in self.users.items():
-            fields = " ".join("%s=%s" % kv for kv in
+            fields = " ".join("userdb_%s=%s" % kv for kv in
                               self.user_fields.get(address, {}).items())
             f.write("%s::%d:%d::%s::%s\n"
                     % (address, self.uid, self.gid, home, fields))
