@@ -1,9 +1,10 @@
 """Shared pieces of the delivery benchmarks (bench-delivery-overhead,
-bench-vs-duplicate): the e2e harness's private Dovecot (LMTP only, on
-127.0.0.1; tests/e2e/e2elib.py) set up for measuring -- without the e2e
-metric blocks, with a private copy of the plugin, in a work directory on
-local disk -- its users (whose userdb fields can override plugin settings
-for one user), messages and LMTP client, and timing and statistics helpers.
+bench-vs-duplicate, bench-slow-disk): the e2e harness's private Dovecot
+(LMTP only, on 127.0.0.1; tests/e2e/e2elib.py) set up for measuring --
+without the e2e metric blocks, with a private copy of the plugin, in a work
+directory on local disk -- its users (whose userdb fields can override
+plugin settings for one user), messages and LMTP client, and timing and
+statistics helpers.
 
 Benchmarks, not tests: they print figures measured side by side in one run.
 Nothing is ever sent anywhere but to the private Dovecot on 127.0.0.1;
@@ -96,7 +97,8 @@ def fired_lines(dc, since=0):
 
 
 def interleaved_delivery(dc, jobs):
-    """jobs: {variant: [(sender, rcpt, bytes)]}, lists of equal length.
+    """jobs: {variant: [(sender, rcpt, bytes)]}, lists of equal length;
+    dc: the Dovecot, or {variant: Dovecot} when there are several.
     One LMTP connection per variant (set up before any clock starts);
     message i of every variant is delivered before message i+1 of any, in
     an order that rotates with i, so that the machine's ups and downs hit
@@ -109,7 +111,8 @@ def interleaved_delivery(dc, jobs):
     codes = {v: [] for v in variants}
     try:
         for v in variants:
-            clients[v] = lmtp.LMTPClient(dc.host, dc.port)
+            target = dc[v] if isinstance(dc, dict) else dc
+            clients[v] = lmtp.LMTPClient(target.host, target.port)
         for i in range(n):
             for v in rotation(variants, i):
                 s, r, d = jobs[v][i]

@@ -16,7 +16,7 @@ echo
 # with the built modules staged as for the tests (tests/lib/stage.sh)
 . "$srcdir/tests/lib/stage.sh"
 rc=0
-for b in bench-delivery-overhead bench-vs-duplicate bench-redis; do
+for b in bench-delivery-overhead bench-vs-duplicate bench-slow-disk bench-redis; do
 	echo
 	lg_stage_exec "$builddir" \
 		"$srcdir/bench/$b" --builddir "$builddir" || {

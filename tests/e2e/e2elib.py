@@ -159,11 +159,15 @@ class Dovecot:
     (self.managesieve_port; every user's password is PASSWORD) and keeps
     users' scripts the way ManageSieve needs them: in the directory
     ~/sieve, with ~/.dovecot.sieve a link to the active one.  With metrics,
-    the stats process serves OpenMetrics on 127.0.0.1:self.stats_port."""
+    the stats process serves OpenMetrics on 127.0.0.1:self.stats_port.
+
+    env: further environment variables for the master and, through
+    import_environment, every process it starts (only those named there:
+    LD_PRELOAD, FAKETIME and flush-shim's; see FlushLog.env())."""
 
     def __init__(self, workdir, builddir, mail_user="nobody", extra_plugin="",
                  instance="loopguard-e2e", metrics=True, copy_plugin=False,
-                 managesieve=False):
+                 managesieve=False, env=None):
         self.workdir = os.path.abspath(workdir)
         self.builddir = os.path.abspath(builddir)
         self.plugin_dir = os.path.join(stage_dir(), "sieve")
@@ -190,6 +194,7 @@ class Dovecot:
         self.extra_plugin = extra_plugin
         self.instance = instance
         self.copy_plugin = copy_plugin
+        self.env = dict(env or {})
         self.host = "127.0.0.1"
         self.metrics = example_metrics() if metrics else {}
         self._setup()
@@ -247,10 +252,10 @@ class Dovecot:
         """Dovecot 2.4 has no dict userdb: a passwd-file, which it stats at
         most once a second.  A user it does not know yet is found by the
         static userdb behind it (see config_24()), with the same uid, gid
-        and home; only its further fields wait for the next second."""
+        and home; only its further fields wait for the next second.
+        Dovecot 2.4 takes only the extra fields named userdb_* as userdb
+        fields (and drops the prefix); the others would be lost."""
         for address, home in self.users.items():
-            # a passwd-file's extra fields go to the userdb only with the
-            # userdb_ prefix
             fields = " ".join("userdb_%s=%s" % kv for kv in
                               self.user_fields.get(address, {}).items())
             f.write("%s::%d:%d::%s::%s\n"
@@ -341,8 +346,10 @@ plugin {{
 
 # doveadm re-executes itself through doveconf, which clears the environment
 # down to import_environment: keep libfaketime's variables, so that the
-# tests can move doveadm's clock (nothing else here ever sets them).
+# tests can move doveadm's clock, and flush-shim's, for the Dovecots that
+# count flushes (nothing else here ever sets them).
 import_environment = $import_environment LD_PRELOAD FAKETIME
+import_environment = $import_environment LOOPGUARD_FLUSH_DELAY_MS LOOPGUARD_FLUSH_LOG
 {metrics}""".format(
            common=self._config_common(), instance=self.instance, port=self.port, base_dir=self.base_dir,
            workdir=self.workdir, log=self.log_path, domain=DOMAIN,
@@ -411,10 +418,13 @@ sieve_extensions {{
 
 # doveadm re-executes itself through doveconf, which clears the environment
 # down to import_environment: keep libfaketime's variables, so that the
-# tests can move doveadm's clock (nothing else here ever sets them).
+# tests can move doveadm's clock, and flush-shim's, for the Dovecots that
+# count flushes (nothing else here ever sets them).
 import_environment {{
   LD_PRELOAD = %{{env:LD_PRELOAD}}
   FAKETIME = %{{env:FAKETIME}}
+  LOOPGUARD_FLUSH_DELAY_MS = %{{env:LOOPGUARD_FLUSH_DELAY_MS}}
+  LOOPGUARD_FLUSH_LOG = %{{env:LOOPGUARD_FLUSH_LOG}}
 }}
 {metrics}""".format(
            common=self._config_common(), instance=self.instance, port=self.port, base_dir=self.base_dir,
@@ -478,8 +488,11 @@ service stats {{
     def start(self, timeout=15):
         os.makedirs(os.path.join(self.workdir, "state"), exist_ok=True)
         out = open(os.path.join(self.workdir, "dovecot.stdout"), "a")
+        env = dict(os.environ)
+        env.update(self.env)
         r = subprocess.run(["dovecot", "-c", self.conf_path],
-                           stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+                           stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                           env=env)
         out.close()
         if r.returncode != 0:
             raise Failure("dovecot failed to start (exit %d), see %s and %s"
@@ -548,7 +561,8 @@ service stats {{
         time)."""
         cmd = ["doveadm", "-c", self.conf_path] + list(args)
         env = dict(os.environ)
-        for k in ("LD_PRELOAD", "FAKETIME"):
+        for k in ("LD_PRELOAD", "FAKETIME", "LOOPGUARD_FLUSH_DELAY_MS",
+                  "LOOPGUARD_FLUSH_LOG"):
             env.pop(k, None)
         if faketime is not None:
             check(os.path.isfile(FAKETIME_LIB),
@@ -659,6 +673,54 @@ service stats {{
             finally:
                 c.close()
         return [r[0][1] for r in res]
+
+
+# -- flushes ---------------------------------------------------------------
+
+FLUSH_SHIM_SO = "flush-shim.so"
+
+
+class FlushLog:
+    """Counts the flushes (fsync, fdatasync, msync(MS_SYNC), writes to
+    O_DSYNC descriptors, ...) of every process of a Dovecot, through
+    bench/flush-shim.c (built by `make check`): one line "<pid> <call>
+    <path>" per flush in a file under `directory`, where the shim is copied
+    too (Dovecot's unprivileged processes must read both).  Start the
+    Dovecot with env=flush_log.env(delay_ms)."""
+
+    def __init__(self, directory, builddir):
+        shim = os.path.join(builddir, "bench", ".libs", FLUSH_SHIM_SO)
+        check(os.path.isfile(shim), "%s not found; build it with `make "
+              "check TESTS=` or `make -C bench benchmarks`" % shim)
+        os.makedirs(directory, exist_ok=True)
+        os.chmod(directory, 0o755)
+        self.shim = os.path.join(directory, FLUSH_SHIM_SO)
+        shutil.copy(shim, self.shim)
+        os.chmod(self.shim, 0o755)
+        self.path = os.path.join(directory, "flushes.log")
+        open(self.path, "w").close()
+        # every process appends, whatever user it runs as
+        os.chmod(self.path, 0o666)
+
+    def env(self, delay_ms=0):
+        return {"LD_PRELOAD": self.shim,
+                "LOOPGUARD_FLUSH_DELAY_MS": str(delay_ms),
+                "LOOPGUARD_FLUSH_LOG": self.path}
+
+    def offset(self):
+        return os.path.getsize(self.path)
+
+    def records(self, since=0):
+        """[(pid, call, path of the file flushed or "-")] since an
+        offset."""
+        with open(self.path, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        out = []
+        for line in lines:
+            pid, call, path = line.split(" ", 2)
+            out.append((int(pid), call, path))
+        return out
 
 
 _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)')

@@ -29,9 +29,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2elib import (Dovecot, Failure, Message, check, example, test_script,
-                    FIRED_RE, BAD_LOG_RE, DOMAIN, DOVECOT_24, EXAMPLES,
-                    PASSWORD)
+from e2elib import (Dovecot, Failure, FlushLog, Message, check, example,
+                    test_script, FIRED_RE, BAD_LOG_RE, DOMAIN, DOVECOT_24,
+                    EXAMPLES, PASSWORD)
 from managesieve import ManageSieveClient
 from redisserver import RedisServer
 
@@ -1637,6 +1637,94 @@ def s_managesieve_disabled(ctx):
         c.logout()
         ms_effects(ctx, dc, u)["thread-flood.sieve"]()
         no_log_errors(dc, "managesieve Dovecot without looptest")
+    finally:
+        dc.stop()
+
+
+# ---------------------------------------------------------------------------
+# Flushes: what a delivery costs on a disk where every flush is slow.
+
+# Flushes of one commit of the store: LMDB fdatasyncs the data, then writes
+# the meta page through a descriptor opened O_DSYNC -- or, with
+# sieve_loopguard_sync = no (MDB_NOMETASYNC), through the ordinary one.
+COMMIT_FLUSHES = {"yes": 2, "no": 1}
+
+
+def delivery_flushes(dc, flushes, user, msg):
+    """Delivers msg to user -> {"store": n, "mail": n, "other": [record]}:
+    the flushes of all processes during the delivery, on the user's
+    ~/.dovecot.loopguard, in the user's Maildir and anywhere else."""
+    since = flushes.offset()
+    check(user.deliver(msg) == 250, "%s: delivery failed" % user.address)
+    store = os.path.join(user.home, ".dovecot.loopguard")
+    maildir = os.path.join(user.home, "Maildir") + "/"
+    out = {"store": 0, "mail": 0, "other": []}
+    for rec in flushes.records(since):
+        if rec[2] == store:
+            out["store"] += 1
+        elif rec[2].startswith(maildir):
+            out["mail"] += 1
+        else:
+            out["other"].append(rec)
+    return out
+
+
+@scenario("flushes")
+def s_flushes(ctx):
+    """One commit per delivery.  An own Dovecot with bench/flush-shim.so in
+    every process (no delay) records every flush.  For `keep` and every
+    doc/examples script, with sieve_loopguard_sync yes and no: one warm-up
+    delivery, then 4 ordinary messages (2 senders, twice each), counted one
+    by one.  Every delivery: exactly COMMIT_FLUSHES on ~/.dovecot.loopguard
+    for an example (2 with sync yes, 1 with no), none for keep; no flush
+    outside the user's Maildir and store; the examples that keep the mail
+    make as many Maildir flushes as keep does (forward.sieve none), so the
+    extra over keep is exactly one commit."""
+    d = os.path.join(ctx.dc.workdir, "flushes")
+    flushes = FlushLog(os.path.join(d, "flush"), ctx.dc.builddir)
+    dc = Dovecot(d, ctx.dc.builddir, metrics=False,
+                 instance="loopguard-e2e-flushes", env=flushes.env())
+    names = ["keep"] + sorted(n for n in os.listdir(EXAMPLES)
+                              if n.endswith(".sieve"))
+    users = {}
+    for i, name in enumerate(names):
+        for sync in COMMIT_FLUSHES:
+            fields = {"sieve_loopguard_sync": sync}
+            users[(name, sync)] = dc.user(
+                "flushes-%d-%s" % (i, sync),
+                None if name == "keep" else example(name),
+                script="keep;\n" if name == "keep" else None,
+                fields=fields)
+    dc.start()
+    try:
+        seen = {}
+        for (name, sync), u in users.items():
+            msgs = [Message("Person %d <person%d@remote.test>" % (j, j),
+                            u.address, "Question %d" % k)
+                    for k, j in enumerate([9, 1, 2, 1, 2])]
+            delivery_flushes(dc, flushes, u, msgs[0])
+            seen[(name, sync)] = [delivery_flushes(dc, flushes, u, m)
+                                  for m in msgs[1:]]
+        for (name, sync), got in seen.items():
+            what = "%s, sieve_loopguard_sync = %s" % (name, sync)
+            keep = seen[("keep", sync)]
+            want = 0 if name == "keep" else COMMIT_FLUSHES[sync]
+            for k, f in enumerate(got):
+                check(not f["other"], "%s, delivery %d: flushes outside "
+                      "the Maildir and the store: %r"
+                      % (what, k + 1, f["other"][:3]))
+                check(f["store"] == want, "%s, delivery %d: %d flushes of "
+                      "the store, expected %d (one commit)"
+                      % (what, k + 1, f["store"], want))
+                mail = 0 if name == "forward.sieve" else keep[k]["mail"]
+                check(f["mail"] == mail, "%s, delivery %d: %d Maildir "
+                      "flushes, keep made %d"
+                      % (what, k + 1, f["mail"], mail))
+            check(sum(f["mail"] for f in keep) > 0,
+                  "keep: no Maildir flush recorded; is the shim loaded?")
+        ctx.facts["flushes"] = {k: [(f["store"], f["mail"]) for f in v]
+                                for k, v in seen.items()}
+        no_log_errors(dc, "flushes Dovecot")
     finally:
         dc.stop()
 
