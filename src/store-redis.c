@@ -82,7 +82,7 @@ unsigned int loopguard_store_redis_round_trips(struct loopguard_store *store)
  */
 
 /* A connection failure: remembered for the rest of the delivery. */
-static int redis_store_fail(struct redis_store *rstore, const char *error)
+static int store_redis_fail(struct redis_store *rstore, const char *error)
 {
 	if (rstore->delivery_pool != NULL && rstore->failure == NULL)
 		rstore->failure = i_strdup(error);
@@ -90,7 +90,7 @@ static int redis_store_fail(struct redis_store *rstore, const char *error)
 }
 
 static bool
-redis_store_failed(struct redis_store *rstore, const char **error_r)
+store_redis_failed(struct redis_store *rstore, const char **error_r)
 {
 	if (rstore->failure == NULL)
 		return FALSE;
@@ -104,7 +104,7 @@ redis_store_failed(struct redis_store *rstore, const char **error_r)
  */
 
 static int
-redis_store_settings(pool_t pool, const struct loopguard_store_settings *set,
+store_redis_settings(pool_t pool, const struct loopguard_store_settings *set,
 		     struct loopguard_redis_settings *redis_set_r,
 		     const char **error_r)
 {
@@ -119,7 +119,7 @@ redis_store_settings(pool_t pool, const struct loopguard_store_settings *set,
 	return 0;
 }
 
-static const char *const *redis_store_scripts(void)
+static const char *const *store_redis_scripts(void)
 {
 	static const char *scripts[2];
 
@@ -128,13 +128,13 @@ static const char *const *redis_store_scripts(void)
 	return scripts;
 }
 
-static bool redis_store_claims(const char *location)
+static bool store_redis_claims(const char *location)
 {
 	return loopguard_redis_location_claims(location);
 }
 
 static int
-redis_store_open(const struct loopguard_store_settings *set,
+store_redis_open(const struct loopguard_store_settings *set,
 		 struct loopguard_store **store_r, const char **error_r)
 {
 	struct redis_store *rstore;
@@ -143,7 +143,7 @@ redis_store_open(const struct loopguard_store_settings *set,
 	pool = pool_alloconly_create("loopguard redis store", 1024);
 	rstore = p_new(pool, struct redis_store, 1);
 	rstore->pool = pool;
-	if (redis_store_settings(pool, set, &rstore->set, error_r) < 0) {
+	if (store_redis_settings(pool, set, &rstore->set, error_r) < 0) {
 		pool_unref(&pool);
 		return -1;
 	}
@@ -152,24 +152,24 @@ redis_store_open(const struct loopguard_store_settings *set,
 	rstore->log_size = set->log_size;
 	/* connects on first use */
 	rstore->conn = loopguard_redis_conn_get(&rstore->set,
-						redis_store_scripts(),
+						store_redis_scripts(),
 						set->event);
 	*store_r = &rstore->store;
 	return 0;
 }
 
-static void redis_store_delivery_end(struct redis_store *rstore)
+static void store_redis_delivery_end(struct redis_store *rstore)
 {
 	i_free(rstore->failure);
 	pool_unref(&rstore->delivery_pool);
 }
 
-static void redis_store_close(struct loopguard_store *store)
+static void store_redis_close(struct loopguard_store *store)
 {
 	struct redis_store *rstore = redis_store(store);
 
 	if (rstore->delivery_pool != NULL)
-		redis_store_delivery_end(rstore);
+		store_redis_delivery_end(rstore);
 	loopguard_redis_conn_release(&rstore->conn);
 	pool_unref(&rstore->pool);
 }
@@ -177,7 +177,7 @@ static void redis_store_close(struct loopguard_store *store)
 /* A Redis store is shared: nothing is created per user, and a user
    without keys is a user with an empty store. */
 static int
-redis_store_exists(const struct loopguard_store_settings *set,
+store_redis_exists(const struct loopguard_store_settings *set,
 		   const char **error_r)
 {
 	struct loopguard_redis_settings redis_set;
@@ -186,12 +186,12 @@ redis_store_exists(const struct loopguard_store_settings *set,
 	T_BEGIN {
 		pool_t pool = pool_datastack_create();
 
-		ret = redis_store_settings(pool, set, &redis_set, error_r);
+		ret = store_redis_settings(pool, set, &redis_set, error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
 	return ret < 0 ? -1 : 1;
 }
 
-static void redis_store_keep_idle(bool keep)
+static void store_redis_keep_idle(bool keep)
 {
 	loopguard_redis_conn_keep_idle(keep);
 }
@@ -201,7 +201,7 @@ static void redis_store_keep_idle(bool keep)
  */
 
 static int
-redis_store_delivery_begin(struct loopguard_store *store,
+store_redis_delivery_begin(struct loopguard_store *store,
 			   const char **error_r ATTR_UNUSED)
 {
 	struct redis_store *rstore = redis_store(store);
@@ -218,7 +218,7 @@ redis_store_delivery_begin(struct loopguard_store *store,
    so a NOSCRIPT could not be retried) for marks and log entries, either
    may be NULL. */
 static int
-redis_store_append_writes(struct redis_store *rstore,
+store_redis_append_writes(struct redis_store *rstore,
 			  const ARRAY_TYPE(redis_fingerprint_mark) *marks,
 			  const ARRAY_TYPE(const_string) *entries,
 			  const char **error_r)
@@ -266,29 +266,29 @@ redis_store_append_writes(struct redis_store *rstore,
    through, never a message, and the delivery does not wait a third round
    trip for it. */
 static int
-redis_store_delivery_commit(struct loopguard_store *store,
+store_redis_delivery_commit(struct loopguard_store *store,
 			    const char **error_r)
 {
 	struct redis_store *rstore = redis_store(store);
 	int ret = 0;
 
 	i_assert(rstore->delivery_pool != NULL);
-	if (redis_store_failed(rstore, error_r))
+	if (store_redis_failed(rstore, error_r))
 		ret = -1;
 	else if (array_count(&rstore->marks) > 0 ||
 		 array_count(&rstore->log_entries) > 0) T_BEGIN {
-		ret = redis_store_append_writes(rstore, &rstore->marks,
+		ret = store_redis_append_writes(rstore, &rstore->marks,
 						&rstore->log_entries, error_r);
 		if (ret == 0)
 			ret = loopguard_redis_conn_send(rstore->conn, error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
-	redis_store_delivery_end(rstore);
+	store_redis_delivery_end(rstore);
 	return ret;
 }
 
-static void redis_store_delivery_abort(struct loopguard_store *store)
+static void store_redis_delivery_abort(struct loopguard_store *store)
 {
-	redis_store_delivery_end(redis_store(store));
+	store_redis_delivery_end(redis_store(store));
 }
 
 /*
@@ -297,16 +297,16 @@ static void redis_store_delivery_abort(struct loopguard_store *store)
 
 /* Sends one command and waits for its reply. */
 static int
-redis_store_command(struct redis_store *rstore, unsigned int argc,
+store_redis_command(struct redis_store *rstore, unsigned int argc,
 		    const char *const *argv, redisReply **reply_r,
 		    const char **error_r)
 {
-	if (redis_store_failed(rstore, error_r))
+	if (store_redis_failed(rstore, error_r))
 		return -1;
 	if (loopguard_redis_conn_command(rstore->conn, argc, argv, NULL,
 					 reply_r, error_r) < 0) {
 		if (loopguard_redis_conn_failed(rstore->conn))
-			return redis_store_fail(rstore, *error_r);
+			return store_redis_fail(rstore, *error_r);
 		return -1;
 	}
 	return 0;
@@ -317,7 +317,7 @@ redis_store_command(struct redis_store *rstore, unsigned int argc,
  */
 
 static int
-redis_store_window_check(struct loopguard_store *store,
+store_redis_window_check(struct loopguard_store *store,
 			 const char *handle, const char *key,
 			 const struct loopguard_window_params *params,
 			 const unsigned char message_hash[
@@ -329,7 +329,7 @@ redis_store_window_check(struct loopguard_store *store,
 	struct redis_store *rstore = redis_store(store);
 	const char *rkey;
 
-	if (redis_store_failed(rstore, error_r))
+	if (store_redis_failed(rstore, error_r))
 		return -1;
 	rkey = loopguard_redis_key_window(rstore->user_prefix,
 					  loopguard_text_stored_name(handle),
@@ -339,7 +339,7 @@ redis_store_window_check(struct loopguard_store *store,
 					 error_r) == 0)
 		return 0;
 	if (loopguard_redis_conn_failed(rstore->conn))
-		return redis_store_fail(rstore, *error_r);
+		return store_redis_fail(rstore, *error_r);
 	*error_r = t_strdup_printf("Redis %s: %s",
 				   loopguard_redis_settings_address(&rstore->set),
 				   *error_r);
@@ -354,7 +354,7 @@ struct redis_window_iterate {
 };
 
 static int
-redis_store_window_visit(const char *const *keys, const redisReply *reply,
+store_redis_window_visit(const char *const *keys, const redisReply *reply,
 			 void *context, const char **error_r)
 {
 	struct redis_window_iterate *ctx = context;
@@ -396,7 +396,7 @@ redis_store_window_visit(const char *const *keys, const redisReply *reply,
 }
 
 static int
-redis_store_window_iterate(struct loopguard_store *store, const char *handle,
+store_redis_window_iterate(struct loopguard_store *store, const char *handle,
 			   time_t now,
 			   loopguard_store_window_callback_t *callback,
 			   void *context, const char **error_r)
@@ -422,7 +422,7 @@ redis_store_window_iterate(struct loopguard_store *store, const char *handle,
 		if (ret == 0) {
 			ret = loopguard_redis_batches(rstore->conn, "MGET",
 						      &keys,
-						      redis_store_window_visit,
+						      store_redis_window_visit,
 						      &ctx, error_r);
 		}
 	} T_END_PASS_STR_IF(ret < 0, error_r);
@@ -430,7 +430,7 @@ redis_store_window_iterate(struct loopguard_store *store, const char *handle,
 }
 
 static int
-redis_store_window_delete(struct loopguard_store *store, const char *handle,
+store_redis_window_delete(struct loopguard_store *store, const char *handle,
 			  const char *key, const char **error_r)
 {
 	struct redis_store *rstore = redis_store(store);
@@ -442,7 +442,7 @@ redis_store_window_delete(struct loopguard_store *store, const char *handle,
 	argv[1] = loopguard_redis_key_window(rstore->user_prefix,
 					     loopguard_text_stored_name(handle),
 					     loopguard_text_stored_name(key));
-	if (redis_store_command(rstore, N_ELEMENTS(argv), argv, &reply,
+	if (store_redis_command(rstore, N_ELEMENTS(argv), argv, &reply,
 				error_r) < 0)
 		return -1;
 	ret = reply->type == REDIS_REPLY_INTEGER && reply->integer > 0 ? 1 : 0;
@@ -455,7 +455,7 @@ redis_store_window_delete(struct loopguard_store *store, const char *handle,
  */
 
 static struct redis_fingerprint_mark *
-redis_store_mark_find(struct redis_store *rstore,
+store_redis_mark_find(struct redis_store *rstore,
 		      const unsigned char *fingerprint)
 {
 	struct redis_fingerprint_mark *mark;
@@ -470,7 +470,7 @@ redis_store_mark_find(struct redis_store *rstore,
 
 /* The stored value is the time last seen, in decimal. */
 static bool
-redis_store_seen(struct redis_store *rstore, const redisReply *reply,
+store_redis_seen(struct redis_store *rstore, const redisReply *reply,
 		 unsigned int period, time_t now)
 {
 	uintmax_t last_seen;
@@ -489,7 +489,7 @@ redis_store_seen(struct redis_store *rstore, const redisReply *reply,
 }
 
 static int
-redis_store_fingerprint_lookup(struct redis_store *rstore,
+store_redis_fingerprint_lookup(struct redis_store *rstore,
 			       const struct redis_fingerprint_mark *mark,
 			       bool in_delivery, bool *seen_r,
 			       const char **error_r)
@@ -504,19 +504,19 @@ redis_store_fingerprint_lookup(struct redis_store *rstore,
 		mark->fingerprint, sizeof(mark->fingerprint));
 	if (loopguard_redis_conn_append(rstore->conn, N_ELEMENTS(argv), argv,
 					NULL, error_r) < 0)
-		return redis_store_fail(rstore, *error_r);
+		return store_redis_fail(rstore, *error_r);
 	if (!in_delivery) {
 		/* no delivery to wait for: marked in the same round trip */
 		t_array_init(&marks, 1);
 		array_push_back(&marks, mark);
-		if (redis_store_append_writes(rstore, &marks, NULL,
+		if (store_redis_append_writes(rstore, &marks, NULL,
 					      error_r) < 0)
 			return -1;
 		count++;
 	}
 	if (loopguard_redis_conn_exchange(rstore->conn, count, replies,
 					  error_r) < 0)
-		return redis_store_fail(rstore, *error_r);
+		return store_redis_fail(rstore, *error_r);
 	if (replies[0]->type == REDIS_REPLY_ERROR ||
 	    (count > 1 && replies[1]->type == REDIS_REPLY_ERROR)) {
 		*error_r = t_strdup_printf("Redis %s: fingerprint: %s",
@@ -527,7 +527,7 @@ redis_store_fingerprint_lookup(struct redis_store *rstore,
 		loopguard_redis_replies_free(replies, count);
 		return -1;
 	}
-	*seen_r = redis_store_seen(rstore, replies[0], mark->period,
+	*seen_r = store_redis_seen(rstore, replies[0], mark->period,
 				   mark->last_seen);
 	loopguard_redis_replies_free(replies, count);
 	return 0;
@@ -537,7 +537,7 @@ redis_store_fingerprint_lookup(struct redis_store *rstore,
    never makes its retry a duplicate. A second check of the same
    fingerprint in the delivery sees the first, as in LMDB's transaction. */
 static int
-redis_store_fingerprint_check(struct loopguard_store *store,
+store_redis_fingerprint_check(struct loopguard_store *store,
 			      const unsigned char fingerprint[
 				LOOPGUARD_STORE_FINGERPRINT_SIZE],
 			      unsigned int period, time_t now,
@@ -548,10 +548,10 @@ redis_store_fingerprint_check(struct loopguard_store *store,
 	bool in_delivery = rstore->delivery_pool != NULL;
 	int ret;
 
-	if (redis_store_failed(rstore, error_r))
+	if (store_redis_failed(rstore, error_r))
 		return -1;
 	if (in_delivery &&
-	    (mark = redis_store_mark_find(rstore, fingerprint)) != NULL) {
+	    (mark = store_redis_mark_find(rstore, fingerprint)) != NULL) {
 		*seen_r = (uint64_t)mark->last_seen + period > (uint64_t)now;
 		mark->period = I_MAX(mark->period, period);
 		mark->last_seen = now;
@@ -563,7 +563,7 @@ redis_store_fingerprint_check(struct loopguard_store *store,
 	new_mark.period = period;
 	new_mark.last_seen = now;
 	T_BEGIN {
-		ret = redis_store_fingerprint_lookup(rstore, &new_mark,
+		ret = store_redis_fingerprint_lookup(rstore, &new_mark,
 						     in_delivery, seen_r,
 						     error_r);
 	} T_END_PASS_STR_IF(ret < 0, error_r);
@@ -577,7 +577,7 @@ redis_store_fingerprint_check(struct loopguard_store *store,
  */
 
 static int
-redis_store_log_append(struct loopguard_store *store,
+store_redis_log_append(struct loopguard_store *store,
 		       const struct loopguard_store_event *event,
 		       const char **error_r)
 {
@@ -594,13 +594,13 @@ redis_store_log_append(struct loopguard_store *store,
 		array_push_back(&rstore->log_entries, &entry);
 		return 0;
 	}
-	if (redis_store_failed(rstore, error_r))
+	if (store_redis_failed(rstore, error_r))
 		return -1;
 	T_BEGIN {
 		t_array_init(&entries, 1);
 		entry = loopguard_redis_log_entry(event);
 		array_push_back(&entries, &entry);
-		ret = redis_store_append_writes(rstore, NULL, &entries,
+		ret = store_redis_append_writes(rstore, NULL, &entries,
 						error_r);
 		if (ret == 0 && loopguard_redis_conn_exchange(
 			rstore->conn, 1, &reply, error_r) == 0) {
@@ -620,7 +620,7 @@ redis_store_log_append(struct loopguard_store *store,
 }
 
 static int
-redis_store_log_iterate(struct loopguard_store *store, time_t since,
+store_redis_log_iterate(struct loopguard_store *store, time_t since,
 			loopguard_store_log_callback_t *callback,
 			void *context, const char **error_r)
 {
@@ -636,7 +636,7 @@ redis_store_log_iterate(struct loopguard_store *store, time_t since,
 	argv[1] = loopguard_redis_key_log(rstore->user_prefix);
 	argv[2] = "0";
 	argv[3] = "-1";
-	if (redis_store_command(rstore, N_ELEMENTS(argv), argv, &reply,
+	if (store_redis_command(rstore, N_ELEMENTS(argv), argv, &reply,
 				error_r) < 0)
 		return -1;
 	for (i = 0; i < reply->elements && ret == 0; i++) T_BEGIN {
@@ -661,7 +661,7 @@ redis_store_log_iterate(struct loopguard_store *store, time_t since,
  */
 
 static int
-redis_store_unlinked(const char *const *keys ATTR_UNUSED,
+store_redis_unlinked(const char *const *keys ATTR_UNUSED,
 		     const redisReply *reply, void *context,
 		     const char **error_r ATTR_UNUSED)
 {
@@ -675,7 +675,7 @@ redis_store_unlinked(const char *const *keys ATTR_UNUSED,
 /* Every key has a TTL, so Redis drops what expired by itself: only "all"
    has work to do. */
 static int
-redis_store_purge(struct loopguard_store *store, time_t now ATTR_UNUSED,
+store_redis_purge(struct loopguard_store *store, time_t now ATTR_UNUSED,
 		  bool all, unsigned int *purged_r, const char **error_r)
 {
 	struct redis_store *rstore = redis_store(store);
@@ -694,7 +694,7 @@ redis_store_purge(struct loopguard_store *store, time_t now ATTR_UNUSED,
 			/* UNLINK frees the memory in the background */
 			ret = loopguard_redis_batches(rstore->conn, "UNLINK",
 						      &keys,
-						      redis_store_unlinked,
+						      store_redis_unlinked,
 						      purged_r, error_r);
 		}
 	} T_END_PASS_STR_IF(ret < 0, error_r);
@@ -703,21 +703,21 @@ redis_store_purge(struct loopguard_store *store, time_t now ATTR_UNUSED,
 
 const struct loopguard_store_driver loopguard_store_driver_redis = {
 	.name = "redis",
-	.claims = redis_store_claims,
+	.claims = store_redis_claims,
 	.v = {
-		.open = redis_store_open,
-		.close = redis_store_close,
-		.exists = redis_store_exists,
-		.keep_idle = redis_store_keep_idle,
-		.delivery_begin = redis_store_delivery_begin,
-		.delivery_commit = redis_store_delivery_commit,
-		.delivery_abort = redis_store_delivery_abort,
-		.window_check = redis_store_window_check,
-		.window_iterate = redis_store_window_iterate,
-		.window_delete = redis_store_window_delete,
-		.fingerprint_check = redis_store_fingerprint_check,
-		.log_append = redis_store_log_append,
-		.log_iterate = redis_store_log_iterate,
-		.purge = redis_store_purge,
+		.open = store_redis_open,
+		.close = store_redis_close,
+		.exists = store_redis_exists,
+		.keep_idle = store_redis_keep_idle,
+		.delivery_begin = store_redis_delivery_begin,
+		.delivery_commit = store_redis_delivery_commit,
+		.delivery_abort = store_redis_delivery_abort,
+		.window_check = store_redis_window_check,
+		.window_iterate = store_redis_window_iterate,
+		.window_delete = store_redis_window_delete,
+		.fingerprint_check = store_redis_fingerprint_check,
+		.log_append = store_redis_log_append,
+		.log_iterate = store_redis_log_iterate,
+		.purge = store_redis_purge,
 	},
 };
