@@ -193,14 +193,12 @@ int store_lmdb_delivery_commit(struct loopguard_store *_store,
 	} else if (!delivery->written) {
 		/* nothing changed: no commit, no flush */
 		mdb_txn_abort(txn);
-	} else if ((rc = mdb_txn_commit(txn)) != 0) {
+	} else if ((rc = store_lmdb_txn_commit(env, txn)) != 0) {
 		/* a failed commit frees the transaction too */
 		if (rc == MDB_MAP_FULL)
 			delivery->grow = TRUE;
 		*error_r = store_lmdb_failed(env, "mdb_txn_commit", rc);
 		ret = -1;
-	} else {
-		store_lmdb_env_note_file(env);
 	}
 	store_lmdb_delivery_end(env);
 	return ret;

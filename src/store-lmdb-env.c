@@ -114,29 +114,21 @@ int store_lmdb_check(struct store_lmdb *store, const char **error_r)
 	return 0;
 }
 
-void store_lmdb_env_note_file(struct store_lmdb_env *env)
+bool store_lmdb_env_file_sound(struct store_lmdb_env *env, uint64_t txnid,
+			       struct store_lmdb_file_state *state_r)
 {
-	struct stat st;
+	struct store_lmdb_file_state state;
 	int fd;
 
-	if (mdb_env_get_fd(env->env, &fd) == 0 && fstat(fd, &st) == 0) {
-		env->known_mtime = st.st_mtim;
-		env->known_size = st.st_size;
+	if (state_r == NULL)
+		state_r = &state;
+	if (mdb_env_get_fd(env->env, &fd) != 0 ||
+	    store_lmdb_file_state_get(fd, txnid, state_r) < 0) {
+		i_zero(state_r);
+		return FALSE;
 	}
-}
-
-/* Whether something else than this process wrote to the data file since
-   it last verified or wrote it: another delivery, or damage. */
-static bool store_lmdb_env_file_changed(struct store_lmdb_env *env)
-{
-	struct stat st;
-	int fd;
-
-	if (mdb_env_get_fd(env->env, &fd) != 0 || fstat(fd, &st) < 0)
-		return TRUE;
-	return st.st_mtim.tv_sec != env->known_mtime.tv_sec ||
-		st.st_mtim.tv_nsec != env->known_mtime.tv_nsec ||
-		(uoff_t)st.st_size != env->known_size;
+	return store_lmdb_file_state_equals(state_r, &env->known) ||
+		store_lmdb_verified_matches(fd, state_r);
 }
 
 static int
@@ -158,7 +150,7 @@ store_lmdb_env_open_dbis(struct store_lmdb_env *env, const char **error_r)
 			mdb_txn_abort(txn);
 		else {
 			func = "mdb_txn_commit";
-			rc = mdb_txn_commit(txn);
+			rc = store_lmdb_txn_commit(env, txn);
 		}
 	}
 	if (rc != 0) {
@@ -388,7 +380,6 @@ int store_lmdb_env_get(const struct loopguard_store_settings *set,
 		env = NULL;
 	}
 	if (env != NULL && env->refcount == 0 &&
-	    store_lmdb_env_file_changed(env) &&
 	    store_lmdb_env_verify(env, error_r) < 0) {
 		/* damaged while idle: moved aside, or it could not be read */
 		store_lmdb_env_free(&env);
