@@ -70,18 +70,26 @@ void loopguard_codec_value_build(const char *handle, const char *key,
 	buffer_append_buf(dest, payload, 0, SIZE_MAX);
 }
 
-bool loopguard_codec_record_parse(const void *stored_key, size_t key_size,
-				  const void *value, size_t size,
-				  size_t max_key_size,
-				  struct loopguard_codec_record *record_r,
-				  const char **error_r)
+/* Where a value's handle and key are, before they are checked against
+   the stored key. */
+struct loopguard_codec_record_raw {
+	const unsigned char *handle, *key;
+	size_t handle_len, key_len;
+};
+
+static bool
+loopguard_codec_record_parse_parts(const void *stored_key, size_t key_size,
+				   const void *value, size_t size,
+				   struct loopguard_codec_record *record_r,
+				   struct loopguard_codec_record_raw *raw_r,
+				   const char **error_r)
 {
 	const unsigned char *p = value, *k = stored_key;
 	const unsigned char *handle, *key;
 	size_t pos, handle_len, key_len;
-	buffer_t *expected;
 
 	i_zero(record_r);
+	i_zero(raw_r);
 	if (size < 1 || (p[0] != LOOPGUARD_CODEC_RECORD_VERSION &&
 			 p[0] != LOOPGUARD_CODEC_RECORD_VERSION_V1)) {
 		*error_r = size < 1 ? "empty value" :
@@ -112,32 +120,65 @@ bool loopguard_codec_record_parse(const void *stored_key, size_t key_size,
 	}
 	key = p + pos;
 	pos += key_len;
-	if (memchr(handle, '\0', handle_len) != NULL ||
-	    memchr(key, '\0', key_len) != NULL) {
-		*error_r = "NUL in handle or key";
-		return FALSE;
-	}
 	if (key_size < 2) {
 		*error_r = "stored key too short";
+		return FALSE;
+	}
+	record_r->kind = k[0];
+	record_r->expires = (time_t)(int64_t)be64_to_cpu_unaligned(p + 1);
+	record_r->payload = p + pos;
+	record_r->payload_size = size - pos;
+	raw_r->handle = handle;
+	raw_r->handle_len = handle_len;
+	raw_r->key = key;
+	raw_r->key_len = key_len;
+	return TRUE;
+}
+
+bool loopguard_codec_record_parse_raw(const void *stored_key, size_t key_size,
+				      const void *value, size_t size,
+				      struct loopguard_codec_record *record_r,
+				      const char **error_r)
+{
+	struct loopguard_codec_record_raw raw;
+
+	return loopguard_codec_record_parse_parts(stored_key, key_size,
+						  value, size, record_r,
+						  &raw, error_r);
+}
+
+bool loopguard_codec_record_parse(const void *stored_key, size_t key_size,
+				  const void *value, size_t size,
+				  size_t max_key_size,
+				  struct loopguard_codec_record *record_r,
+				  const char **error_r)
+{
+	struct loopguard_codec_record_raw raw;
+	buffer_t *expected;
+
+	if (!loopguard_codec_record_parse_parts(stored_key, key_size,
+						value, size, record_r,
+						&raw, error_r))
+		return FALSE;
+	if (memchr(raw.handle, '\0', raw.handle_len) != NULL ||
+	    memchr(raw.key, '\0', raw.key_len) != NULL) {
+		*error_r = "NUL in handle or key";
 		return FALSE;
 	}
 
 	/* The value must be the one its key was made from. */
 	expected = t_buffer_create(key_size + 32);
-	loopguard_codec_key_build(k[0], handle, handle_len, key, key_len,
-				  max_key_size, expected);
+	loopguard_codec_key_build(record_r->kind, raw.handle, raw.handle_len,
+				  raw.key, raw.key_len, max_key_size,
+				  expected);
 	if (expected->used != key_size ||
 	    memcmp(expected->data, stored_key, key_size) != 0) {
 		*error_r = "value does not belong to its key";
 		return FALSE;
 	}
 
-	record_r->kind = k[0];
-	record_r->handle = t_strndup(handle, handle_len);
-	record_r->key = t_strndup(key, key_len);
-	record_r->expires = (time_t)(int64_t)be64_to_cpu_unaligned(p + 1);
-	record_r->payload = p + pos;
-	record_r->payload_size = size - pos;
+	record_r->handle = t_strndup(raw.handle, raw.handle_len);
+	record_r->key = t_strndup(raw.key, raw.key_len);
 	return TRUE;
 }
 

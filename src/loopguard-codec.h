@@ -55,6 +55,15 @@ bool loopguard_codec_record_parse(const void *key, size_t key_size,
 				  size_t max_key_size,
 				  struct loopguard_codec_record *record_r,
 				  const char **error_r);
+/* Parses only what a record's expiry depends on (kind, expires, payload;
+   handle and key are left NULL), checking the value's structure but not
+   that it belongs to its key: at a cost that does not grow with the key,
+   for telling a record that has expired. Never use it to trust a record's
+   contents. */
+bool loopguard_codec_record_parse_raw(const void *key, size_t key_size,
+				      const void *value, size_t value_size,
+				      struct loopguard_codec_record *record_r,
+				      const char **error_r);
 
 /* When a record really expires at now: the stored expiry was computed
    with the clock of the writer, and one written while the clock was ahead
