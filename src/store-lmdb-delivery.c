@@ -82,9 +82,15 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 			delivery->written = TRUE;
 			return 0;
 		}
-		if (rc != MDB_MAP_FULL || delivery->written || retried)
+		/* One search for room per delivery: a second one (for its
+		   next change, its log entry) would double what a full
+		   store costs a delivery; the next delivery goes on where
+		   this one's stopped. */
+		if (rc != MDB_MAP_FULL || delivery->written || retried ||
+		    delivery->room_searched)
 			break;
 		retried = TRUE;
+		delivery->room_searched = TRUE;
 		mdb_txn_abort(delivery->txn);
 		delivery->txn = NULL;
 		rc = store_lmdb_make_room(store, now, &func_name);

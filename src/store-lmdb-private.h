@@ -75,6 +75,8 @@ struct store_lmdb_delivery {
 	bool written:1;
 	/* the map was too small for a change: grow it once txn ended */
 	bool grow:1;
+	/* it has searched the full map for room once */
+	bool room_searched:1;
 };
 
 /* Runs inside a write transaction. Returns 0 or an MDB error code, with
