@@ -14,7 +14,15 @@ enum loopguard_codec_kind {
 	LOOPGUARD_CODEC_KIND_WINDOW = 'r',
 	/* a fingerprint: when a message was last seen */
 	LOOPGUARD_CODEC_KIND_FINGERPRINT = 'd',
+	/* Many small records, stored compactly (a 17-byte key, a value of
+	   at most 9 bytes, no readable copy of the key): handle "", key of
+	   exactly LOOPGUARD_CODEC_COMPACT_KEY_HEX_LEN lowercase hex digits, a
+	   payload of at most LOOPGUARD_CODEC_COMPACT_PAYLOAD_MAX bytes, and
+	   an expiry that fits into 32 bits. */
+	LOOPGUARD_CODEC_KIND_COMPACT = 'f',
 };
+#define LOOPGUARD_CODEC_COMPACT_KEY_HEX_LEN 32
+#define LOOPGUARD_CODEC_COMPACT_PAYLOAD_MAX 4
 
 /* A key of the log: a big-endian sequence number. */
 #define LOOPGUARD_CODEC_LOG_KEY_SIZE 8
@@ -32,7 +40,8 @@ struct loopguard_codec_record {
 
 /* Builds the stored key of kind/handle/key into dest: kind, handle, NUL,
    key; or, when that is longer than max_key_size, kind, '#' and the
-   SHA-256 of it. The value keeps the readable key either way. */
+   SHA-256 of it. The value keeps the readable key either way. For
+   LOOPGUARD_CODEC_KIND_COMPACT: kind and the key's bytes. */
 void loopguard_codec_key_build(enum loopguard_codec_kind kind,
 			       const void *handle, size_t handle_size,
 			       const void *key, size_t key_size,
@@ -43,8 +52,14 @@ void loopguard_codec_key_build(enum loopguard_codec_kind kind,
 void loopguard_codec_value_build(const char *handle, const char *key,
 				 time_t expires, const buffer_t *payload,
 				 buffer_t *dest);
+/* The value of a LOOPGUARD_CODEC_KIND_COMPACT record: version byte,
+   expiry in 32 bits (later ones are cut to the largest), payload. */
+void loopguard_codec_value_build_compact(time_t expires,
+					 const buffer_t *payload,
+					 buffer_t *dest);
 
-/* Parses a stored key and value (version 1 or 2). The strings are
+/* Parses a stored key and value (version 1 or 2, or 3 for a compact
+   record, whose key is rendered as hex and handle is ""). The strings are
    allocated from the data stack; the payload points into value. Returns
    FALSE with the reason when the value is not one we can trust: another
    version, lengths that do not fit, or a value that does not belong to

@@ -138,6 +138,7 @@ bool store_lmdb_record_is_dead(const struct store_lmdb_env *env ATTR_UNUSED,
  */
 
 struct store_lmdb_update_context {
+	enum loopguard_codec_kind kind;
 	const char *handle, *key;
 	time_t now;
 	const buffer_t *db_key;
@@ -183,8 +184,15 @@ store_lmdb_update_txn(struct store_lmdb *store, MDB_txn *txn, void *context,
 	keep = ctx->callback(oldp, ctx->now, ctx->payload, &expires,
 			     ctx->context);
 	if (keep && expires > ctx->now) {
-		loopguard_codec_value_build(ctx->handle, ctx->key, expires,
-					    ctx->payload, ctx->value);
+		if (ctx->kind == LOOPGUARD_CODEC_KIND_COMPACT) {
+			loopguard_codec_value_build_compact(expires,
+							    ctx->payload,
+							    ctx->value);
+		} else {
+			loopguard_codec_value_build(ctx->handle, ctx->key,
+						    expires, ctx->payload,
+						    ctx->value);
+		}
 		v.mv_data = (void *)ctx->value->data;
 		v.mv_size = ctx->value->used;
 		*func_r = "mdb_put";
@@ -219,6 +227,7 @@ int store_lmdb_update(struct loopguard_store *_store,
 	/* No T_BEGIN here: the callback may allocate from the caller's data
 	   stack frame. The temporary allocations are small. */
 	i_zero(&ctx);
+	ctx.kind = kind;
 	ctx.handle = handle;
 	ctx.key = key;
 	ctx.now = now;

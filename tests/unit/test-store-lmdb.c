@@ -1275,7 +1275,8 @@ static void test_wrong_version(void)
 	struct loopguard_store_settings set = test_settings("version");
 	struct loopguard_store *db = test_open(&set);
 	struct test_set_context ctx;
-	const unsigned char version = 3;
+	/* 3 is the compact records' */
+	const unsigned char version = 9;
 	const unsigned char huge_len[4] = { 0x7f, 0xff, 0xff, 0xff };
 	const char *handle = "versiontest-handle";
 	const char *handle2 = "sizetest-handle";
@@ -1294,7 +1295,7 @@ static void test_wrong_version(void)
 				     huge_len, 4) > 0);
 
 	db = test_open(&set);
-	test_expect_error_string("unknown version 3");
+	test_expect_error_string("unknown version 9");
 	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 0);
 	test_expect_no_more_errors();
 	test_expect_error_string("key length exceeds");
@@ -1307,7 +1308,7 @@ static void test_wrong_version(void)
 	ctx.payload_size = 3;
 	ctx.expires = TEST_NOW + 100;
 	ctx.store = TRUE;
-	/* "unknown version 3" from the lookup, then the sweep in the same
+	/* "unknown version 9" from the lookup, then the sweep in the same
 	   update drops the other unreadable record */
 	test_expect_error_string_n_times("unreadable", 2);
 	test_assert(store_lmdb_update(db, TEST_KIND, handle,
@@ -1934,6 +1935,58 @@ static void test_remove_dir(void)
 		i_error("%s", error);
 }
 
+/* Compact records: the key is kept as its bytes, no readable copy of it
+   in the value, and the payload and expiry come back as stored. */
+static void test_compact(void)
+{
+	struct loopguard_store_settings set = test_settings("compact");
+	const char *key = "00112233445566778899aabbccddeeff";
+	const char *other = "00112233445566778899aabbccddeef0";
+	struct loopguard_codec_record record;
+	struct test_set_context ctx;
+	struct loopguard_store *db;
+	const char *error;
+
+	test_begin("loopguard db compact records");
+	db = test_open(&set);
+	i_zero(&ctx);
+	ctx.payload = "\x01\x02\x03\x04";
+	ctx.payload_size = 4;
+	ctx.expires = TEST_NOW + 100;
+	ctx.store = TRUE;
+	test_assert(store_lmdb_update(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, TEST_NOW, test_set_callback,
+				      &ctx, &error) == 0);
+	test_assert(ctx.called && !ctx.had_old);
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, TEST_NOW, pool_datastack_create(),
+				      &record, &error) == 1);
+	test_assert(record.kind == LOOPGUARD_CODEC_KIND_COMPACT &&
+		    strcmp(record.key, key) == 0 &&
+		    record.expires == TEST_NOW + 100 &&
+		    record.payload_size == 4 &&
+		    memcmp(record.payload, "\x01\x02\x03\x04", 4) == 0);
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      other, TEST_NOW,
+				      pool_datastack_create(),
+				      &record, &error) == 0);
+	/* the other form of a fingerprint with the same key does not meet it */
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_FINGERPRINT, "",
+				      key, TEST_NOW, pool_datastack_create(),
+				      &record, &error) == 0);
+	test_assert(test_count_all(db) == 1);
+	/* expired, it is gone */
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, TEST_NOW + 100,
+				      pool_datastack_create(),
+				      &record, &error) == 0);
+	test_assert(store_lmdb_delete(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, &error) == 1);
+	test_assert(test_count_all(db) == 0);
+	loopguard_store_close(&db);
+	test_end();
+}
+
 /* A closed store stays open for the next delivery, but never serves a
    path whose file was moved aside or replaced meanwhile. */
 static void test_idle_reuse(void)
@@ -2004,6 +2057,7 @@ int main(void)
 		test_map_full,
 		test_map_full_log,
 		test_map_resized,
+		test_compact,
 		test_corrupt_garbage,
 		test_corrupt_held,
 		test_corrupt_runtime,
