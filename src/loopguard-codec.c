@@ -304,6 +304,32 @@ bool loopguard_codec_fingerprint_read(const unsigned char *payload,
 	return TRUE;
 }
 
+const char *
+loopguard_codec_fingerprint_compact_key(const unsigned char fingerprint[
+					LOOPGUARD_STORE_FINGERPRINT_SIZE])
+{
+	return binary_to_hex(fingerprint,
+			     LOOPGUARD_CODEC_COMPACT_KEY_HEX_LEN / 2);
+}
+
+void loopguard_codec_fingerprint_write_compact(time_t last_seen,
+					       buffer_t *dest)
+{
+	/* good until 2106 */
+	cpu32_to_be_unaligned((uint32_t)last_seen,
+		buffer_append_space_unsafe(dest, sizeof(uint32_t)));
+}
+
+bool loopguard_codec_fingerprint_read_compact(const unsigned char *payload,
+					      size_t size,
+					      uint64_t *last_seen_r)
+{
+	if (size != sizeof(uint32_t))
+		return FALSE;
+	*last_seen_r = be32_to_cpu_unaligned(payload);
+	return TRUE;
+}
+
 /*
  * Log
  */

@@ -88,17 +88,32 @@ bool loopguard_codec_record_parse_raw(const void *key, size_t key_size,
 time_t loopguard_codec_record_expires(const struct loopguard_codec_record *record,
 				      time_t now);
 
-/* The readable key a fingerprint is stored under (hex, data stack). */
+/* A fingerprint as a LOOPGUARD_CODEC_KIND_FINGERPRINT record, the form a
+   driver without compact records uses: keyed by the whole fingerprint in
+   hex (data stack), the time last seen in 8 bytes, big-endian. */
 const char *
 loopguard_codec_fingerprint_key(const unsigned char fingerprint[
 					LOOPGUARD_STORE_FINGERPRINT_SIZE]);
-/* A fingerprint's payload: the time it was last seen, 8 bytes,
-   big-endian. */
 void loopguard_codec_fingerprint_write(time_t last_seen, buffer_t *dest);
 /* Returns FALSE for a payload of the wrong size. The time is unsigned: a
    time read from a file cannot overflow the arithmetic done with it. */
 bool loopguard_codec_fingerprint_read(const unsigned char *payload,
 				      size_t size, uint64_t *last_seen_r);
+
+/* A fingerprint as a LOOPGUARD_CODEC_KIND_COMPACT record: keyed by its
+   first 16 bytes in hex (data stack), the time last seen in 4 bytes,
+   big-endian. 128 bits make an accidental match among even a million
+   remembered messages a chance of about 1 in 10^26, and finding two
+   messages that match on purpose costs 2^64 hashes and only ever makes
+   the finder's own second message a duplicate. */
+const char *
+loopguard_codec_fingerprint_compact_key(const unsigned char fingerprint[
+					LOOPGUARD_STORE_FINGERPRINT_SIZE]);
+void loopguard_codec_fingerprint_write_compact(time_t last_seen,
+					       buffer_t *dest);
+bool loopguard_codec_fingerprint_read_compact(const unsigned char *payload,
+					      size_t size,
+					      uint64_t *last_seen_r);
 
 void loopguard_codec_log_key_write(uint64_t seq, unsigned char
 				   dest[LOOPGUARD_CODEC_LOG_KEY_SIZE]);

@@ -124,6 +124,15 @@ test_put_size(struct loopguard_store *db, const char *key, size_t size,
 				   now, test_set_callback, &ctx, error_r);
 }
 
+static int
+test_put_kind(struct loopguard_store *db, enum loopguard_codec_kind kind,
+	      const char *key, struct test_set_context *ctx,
+	      const char **error_r)
+{
+	return store_lmdb_update(db, kind, "", key, TEST_NOW,
+				 test_set_callback, ctx, error_r);
+}
+
 /* 1 = live record with this payload, 0 = none, -1 = error */
 static int
 test_get(struct loopguard_store *db, const char *handle, const char *key,
@@ -1871,6 +1880,7 @@ static void test_store_fingerprint(void)
 {
 	struct loopguard_store_settings set = test_settings("fingerprint");
 	unsigned char fp[LOOPGUARD_STORE_FINGERPRINT_SIZE];
+	struct test_set_context ctx;
 	struct loopguard_store *db;
 	const char *error;
 	bool seen;
@@ -1892,9 +1902,15 @@ static void test_store_fingerprint(void)
 						      TEST_NOW + 200, &seen,
 						      &error) == 0 && !seen);
 	/* a value of the wrong size is not trusted, and is replaced */
-	test_assert(test_put(db, "", loopguard_codec_fingerprint_key(fp),
-			     "abc", TEST_NOW + 300, TEST_NOW + 400,
-			     &error) == 0);
+	i_zero(&ctx);
+	ctx.payload = "abc";
+	ctx.payload_size = 3;
+	ctx.expires = TEST_NOW + 400;
+	ctx.store = TRUE;
+	test_assert(store_lmdb_update(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+			loopguard_codec_fingerprint_compact_key(fp),
+			TEST_NOW + 300, test_set_callback, &ctx,
+			&error) == 0);
 	test_expect_error_string("ignoring a fingerprint record of 3 bytes");
 	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
 						      TEST_NOW + 301, &seen,
@@ -1903,6 +1919,52 @@ static void test_store_fingerprint(void)
 	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
 						      TEST_NOW + 302, &seen,
 						      &error) == 0 && seen);
+	loopguard_store_close(&db);
+	test_end();
+}
+
+/* A fingerprint remembered in the general form, by a store written before
+   the compact records, counts until it expires. */
+static void test_store_fingerprint_legacy(void)
+{
+	struct loopguard_store_settings set = test_settings("fplegacy");
+	unsigned char fp[LOOPGUARD_STORE_FINGERPRINT_SIZE];
+	struct test_set_context ctx;
+	struct loopguard_store *db;
+	buffer_t *payload;
+	const char *error;
+	bool seen;
+
+	test_begin("store API: fingerprints of the general form honoured");
+	memset(fp, 0xcd, sizeof(fp));
+	db = test_open(&set);
+	payload = t_buffer_create(8);
+	loopguard_codec_fingerprint_write(TEST_NOW, payload);
+	i_zero(&ctx);
+	ctx.payload = payload->data;
+	ctx.payload_size = payload->used;
+	ctx.expires = TEST_NOW + 60;
+	ctx.store = TRUE;
+	test_assert(test_put_kind(db, LOOPGUARD_CODEC_KIND_FINGERPRINT,
+				  loopguard_codec_fingerprint_key(fp),
+				  &ctx, &error) == 0);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 30, &seen,
+						      &error) == 0 && seen);
+	/* the check at +30 marked it compactly, which counts from then */
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 80, &seen,
+						      &error) == 0 && seen);
+	loopguard_store_close(&db);
+	/* expired, the old record no longer counts */
+	set = test_settings("fplegacy2");
+	db = test_open(&set);
+	test_assert(test_put_kind(db, LOOPGUARD_CODEC_KIND_FINGERPRINT,
+				  loopguard_codec_fingerprint_key(fp),
+				  &ctx, &error) == 0);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 60, &seen,
+						      &error) == 0 && !seen);
 	loopguard_store_close(&db);
 	test_end();
 }
@@ -2079,6 +2141,7 @@ int main(void)
 		test_idle_reuse,
 		test_store_window,
 		test_store_fingerprint,
+		test_store_fingerprint_legacy,
 		test_store_exists,
 		test_remove_dir,
 		NULL
