@@ -5,10 +5,11 @@
 
    Usage: bench-fill-seen PATH COUNT [SECONDS]
 
-   Each record: handle "", key = 64 hex digits (a fingerprint's size),
-   payload = last-seen time (8 bytes, big-endian) = now, expires = now +
-   SECONDS (default 86400). Written without fsync; the file is created 0600
-   (the caller chowns it to the mail user). */
+   Each fingerprint is stored as looptest stores it (in LMDB a compact
+   record: the first 16 bytes of the fingerprint, the last-seen time =
+   now in 4 bytes), expiring at now + SECONDS (default 86400). Written
+   without fsync; the file is created 0600 (the caller chowns it to the
+   mail user). */
 
 #include "lib.h"
 #include "buffer.h"
@@ -57,7 +58,7 @@ int main(int argc, char *argv[])
 			i_fatal("update %u: %s", i, error);
 	} T_END;
 	loopguard_store_close(&store);
-	printf("%u SEEN records written to %s (expire in %u s)\n",
+	printf("%u fingerprints written to %s (expire in %u s)\n",
 	       count, argv[1], seconds);
 	lib_deinit();
 	return 0;

@@ -12,6 +12,8 @@ echo
 "$builddir/bench/bench-ratelimit" "$statedir"
 echo
 "$builddir/bench/bench-full-store" "$statedir"
+echo
+"$builddir/bench/bench-fingerprints" "$statedir"
 # Real-Dovecot delivery benchmarks: need root (exit 77, SKIP, otherwise),
 # with the built modules staged as for the tests (tests/lib/stage.sh)
 . "$srcdir/tests/lib/stage.sh"

@@ -16,6 +16,11 @@
    are still read, and rewritten as version 2 by the next update. */
 #define LOOPGUARD_CODEC_RECORD_VERSION 2
 #define LOOPGUARD_CODEC_RECORD_VERSION_V1 1
+/* LOOPGUARD_CODEC_KIND_COMPACT: version, expires (32 bits), payload */
+#define LOOPGUARD_CODEC_RECORD_VERSION_COMPACT 3
+#define LOOPGUARD_CODEC_COMPACT_HEADER_SIZE (1 + 4)
+#define LOOPGUARD_CODEC_COMPACT_KEY_SIZE \
+	(1 + LOOPGUARD_CODEC_COMPACT_KEY_HEX_LEN / 2)
 #define LOOPGUARD_CODEC_LOG_VERSION 1
 /* version byte, expires, handle length */
 #define LOOPGUARD_CODEC_RECORD_HEADER_SIZE (1 + 8 + 4)
@@ -24,6 +29,21 @@
 /* Stored instead of handle+key when kind+handle+key is longer than the
    key limit: kind byte, this mark, SHA-256 of the whole readable key. */
 #define LOOPGUARD_CODEC_HASHED_KEY_MARK '#'
+
+static bool
+loopguard_codec_compact_key_valid(const char *key, size_t key_size)
+{
+	size_t i;
+
+	if (key_size != LOOPGUARD_CODEC_COMPACT_KEY_HEX_LEN)
+		return FALSE;
+	for (i = 0; i < key_size; i++) {
+		if (!((key[i] >= '0' && key[i] <= '9') ||
+		      (key[i] >= 'a' && key[i] <= 'f')))
+			return FALSE;
+	}
+	return TRUE;
+}
 
 void loopguard_codec_key_build(enum loopguard_codec_kind kind,
 			       const void *handle, size_t handle_size,
@@ -34,6 +54,15 @@ void loopguard_codec_key_build(enum loopguard_codec_kind kind,
 
 	buffer_set_used_size(dest, 0);
 	buffer_append_c(dest, kind);
+	if (kind == LOOPGUARD_CODEC_KIND_COMPACT) {
+		/* the caller's mistake, and one that would let the two forms
+		   of keys meet under one kind letter */
+		i_assert(handle_size == 0 &&
+			 loopguard_codec_compact_key_valid(key, key_size));
+		if (hex_to_binary(t_strndup(key, key_size), dest) < 0)
+			i_unreached();
+		return;
+	}
 	buffer_append(dest, handle, handle_size);
 	buffer_append_c(dest, '\0');
 	buffer_append(dest, key, key_size);
@@ -70,18 +99,77 @@ void loopguard_codec_value_build(const char *handle, const char *key,
 	buffer_append_buf(dest, payload, 0, SIZE_MAX);
 }
 
-bool loopguard_codec_record_parse(const void *stored_key, size_t key_size,
-				  const void *value, size_t size,
-				  size_t max_key_size,
-				  struct loopguard_codec_record *record_r,
-				  const char **error_r)
+/* Its key is all there is to know of a compact record, so no readable
+   copy of it is kept. */
+void loopguard_codec_value_build_compact(time_t expires,
+					 const buffer_t *payload,
+					 buffer_t *dest)
+{
+	unsigned char *p;
+
+	i_assert(payload->used <= LOOPGUARD_CODEC_COMPACT_PAYLOAD_MAX);
+	buffer_set_used_size(dest, 0);
+	p = buffer_append_space_unsafe(dest,
+				       LOOPGUARD_CODEC_COMPACT_HEADER_SIZE);
+	p[0] = LOOPGUARD_CODEC_RECORD_VERSION_COMPACT;
+	cpu32_to_be_unaligned(expires > (time_t)UINT32_MAX ? UINT32_MAX :
+			      (uint32_t)expires, p + 1);
+	buffer_append_buf(dest, payload, 0, SIZE_MAX);
+}
+
+/* Where a value's handle and key are, before they are checked against
+   the stored key. */
+struct loopguard_codec_record_raw {
+	const unsigned char *handle, *key;
+	size_t handle_len, key_len;
+	/* LOOPGUARD_CODEC_KIND_COMPACT: the stored key is the key */
+	bool compact;
+};
+
+static bool
+loopguard_codec_record_parse_compact(const unsigned char *k, size_t key_size,
+				     const unsigned char *p, size_t size,
+				     struct loopguard_codec_record *record_r,
+				     struct loopguard_codec_record_raw *raw_r,
+				     const char **error_r)
+{
+	if (key_size != LOOPGUARD_CODEC_COMPACT_KEY_SIZE ||
+	    k[0] != LOOPGUARD_CODEC_KIND_COMPACT) {
+		*error_r = "compact value under another key";
+		return FALSE;
+	}
+	if (size < LOOPGUARD_CODEC_COMPACT_HEADER_SIZE ||
+	    size > LOOPGUARD_CODEC_COMPACT_HEADER_SIZE +
+	    LOOPGUARD_CODEC_COMPACT_PAYLOAD_MAX) {
+		*error_r = t_strdup_printf("compact value of %zu bytes", size);
+		return FALSE;
+	}
+	record_r->kind = LOOPGUARD_CODEC_KIND_COMPACT;
+	record_r->expires = (time_t)be32_to_cpu_unaligned(p + 1);
+	record_r->payload = p + LOOPGUARD_CODEC_COMPACT_HEADER_SIZE;
+	record_r->payload_size = size - LOOPGUARD_CODEC_COMPACT_HEADER_SIZE;
+	raw_r->compact = TRUE;
+	return TRUE;
+}
+
+static bool
+loopguard_codec_record_parse_parts(const void *stored_key, size_t key_size,
+				   const void *value, size_t size,
+				   struct loopguard_codec_record *record_r,
+				   struct loopguard_codec_record_raw *raw_r,
+				   const char **error_r)
 {
 	const unsigned char *p = value, *k = stored_key;
 	const unsigned char *handle, *key;
 	size_t pos, handle_len, key_len;
-	buffer_t *expected;
 
 	i_zero(record_r);
+	i_zero(raw_r);
+	if (size >= 1 && p[0] == LOOPGUARD_CODEC_RECORD_VERSION_COMPACT) {
+		return loopguard_codec_record_parse_compact(k, key_size, p, size,
+							    record_r, raw_r,
+							    error_r);
+	}
 	if (size < 1 || (p[0] != LOOPGUARD_CODEC_RECORD_VERSION &&
 			 p[0] != LOOPGUARD_CODEC_RECORD_VERSION_V1)) {
 		*error_r = size < 1 ? "empty value" :
@@ -112,32 +200,71 @@ bool loopguard_codec_record_parse(const void *stored_key, size_t key_size,
 	}
 	key = p + pos;
 	pos += key_len;
-	if (memchr(handle, '\0', handle_len) != NULL ||
-	    memchr(key, '\0', key_len) != NULL) {
-		*error_r = "NUL in handle or key";
-		return FALSE;
-	}
 	if (key_size < 2) {
 		*error_r = "stored key too short";
+		return FALSE;
+	}
+	record_r->kind = k[0];
+	record_r->expires = (time_t)(int64_t)be64_to_cpu_unaligned(p + 1);
+	record_r->payload = p + pos;
+	record_r->payload_size = size - pos;
+	raw_r->handle = handle;
+	raw_r->handle_len = handle_len;
+	raw_r->key = key;
+	raw_r->key_len = key_len;
+	return TRUE;
+}
+
+bool loopguard_codec_record_parse_raw(const void *stored_key, size_t key_size,
+				      const void *value, size_t size,
+				      struct loopguard_codec_record *record_r,
+				      const char **error_r)
+{
+	struct loopguard_codec_record_raw raw;
+
+	return loopguard_codec_record_parse_parts(stored_key, key_size,
+						  value, size, record_r,
+						  &raw, error_r);
+}
+
+bool loopguard_codec_record_parse(const void *stored_key, size_t key_size,
+				  const void *value, size_t size,
+				  size_t max_key_size,
+				  struct loopguard_codec_record *record_r,
+				  const char **error_r)
+{
+	struct loopguard_codec_record_raw raw;
+	buffer_t *expected;
+
+	if (!loopguard_codec_record_parse_parts(stored_key, key_size,
+						value, size, record_r,
+						&raw, error_r))
+		return FALSE;
+	if (raw.compact) {
+		record_r->handle = "";
+		record_r->key = binary_to_hex((const unsigned char *)
+					      stored_key + 1, key_size - 1);
+		return TRUE;
+	}
+	if (memchr(raw.handle, '\0', raw.handle_len) != NULL ||
+	    memchr(raw.key, '\0', raw.key_len) != NULL) {
+		*error_r = "NUL in handle or key";
 		return FALSE;
 	}
 
 	/* The value must be the one its key was made from. */
 	expected = t_buffer_create(key_size + 32);
-	loopguard_codec_key_build(k[0], handle, handle_len, key, key_len,
-				  max_key_size, expected);
+	loopguard_codec_key_build(record_r->kind, raw.handle, raw.handle_len,
+				  raw.key, raw.key_len, max_key_size,
+				  expected);
 	if (expected->used != key_size ||
 	    memcmp(expected->data, stored_key, key_size) != 0) {
 		*error_r = "value does not belong to its key";
 		return FALSE;
 	}
 
-	record_r->kind = k[0];
-	record_r->handle = t_strndup(handle, handle_len);
-	record_r->key = t_strndup(key, key_len);
-	record_r->expires = (time_t)(int64_t)be64_to_cpu_unaligned(p + 1);
-	record_r->payload = p + pos;
-	record_r->payload_size = size - pos;
+	record_r->handle = t_strndup(raw.handle, raw.handle_len);
+	record_r->key = t_strndup(raw.key, raw.key_len);
 	return TRUE;
 }
 
@@ -174,6 +301,32 @@ bool loopguard_codec_fingerprint_read(const unsigned char *payload,
 	if (size != sizeof(uint64_t))
 		return FALSE;
 	*last_seen_r = be64_to_cpu_unaligned(payload);
+	return TRUE;
+}
+
+const char *
+loopguard_codec_fingerprint_compact_key(const unsigned char fingerprint[
+					LOOPGUARD_STORE_FINGERPRINT_SIZE])
+{
+	return binary_to_hex(fingerprint,
+			     LOOPGUARD_CODEC_COMPACT_KEY_HEX_LEN / 2);
+}
+
+void loopguard_codec_fingerprint_write_compact(time_t last_seen,
+					       buffer_t *dest)
+{
+	/* good until 2106 */
+	cpu32_to_be_unaligned((uint32_t)last_seen,
+		buffer_append_space_unsafe(dest, sizeof(uint32_t)));
+}
+
+bool loopguard_codec_fingerprint_read_compact(const unsigned char *payload,
+					      size_t size,
+					      uint64_t *last_seen_r)
+{
+	if (size != sizeof(uint32_t))
+		return FALSE;
+	*last_seen_r = be32_to_cpu_unaligned(payload);
 	return TRUE;
 }
 

@@ -82,9 +82,15 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 			delivery->written = TRUE;
 			return 0;
 		}
-		if (rc != MDB_MAP_FULL || delivery->written || retried)
+		/* One search for room per delivery: a second one (for its
+		   next change, its log entry) would double what a full
+		   store costs a delivery; the next delivery goes on where
+		   this one's stopped. */
+		if (rc != MDB_MAP_FULL || delivery->written || retried ||
+		    delivery->room_searched)
 			break;
 		retried = TRUE;
+		delivery->room_searched = TRUE;
 		mdb_txn_abort(delivery->txn);
 		delivery->txn = NULL;
 		rc = store_lmdb_make_room(store, now, &func_name);
@@ -193,14 +199,12 @@ int store_lmdb_delivery_commit(struct loopguard_store *_store,
 	} else if (!delivery->written) {
 		/* nothing changed: no commit, no flush */
 		mdb_txn_abort(txn);
-	} else if ((rc = mdb_txn_commit(txn)) != 0) {
+	} else if ((rc = store_lmdb_txn_commit(env, txn)) != 0) {
 		/* a failed commit frees the transaction too */
 		if (rc == MDB_MAP_FULL)
 			delivery->grow = TRUE;
 		*error_r = store_lmdb_failed(env, "mdb_txn_commit", rc);
 		ret = -1;
-	} else {
-		store_lmdb_env_note_file(env);
 	}
 	store_lmdb_delivery_end(env);
 	return ret;

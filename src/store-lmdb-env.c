@@ -18,10 +18,13 @@
 #define STORE_LMDB_MAX_OPEN_RETRIES 3
 
 /* Environments no store uses are kept open for the next delivery of the
-   same user in this process, up to this many, and only while their map is
-   small: mapped address space counts against the process's vsz_limit. */
+   same user in this process, up to this many, and only while their maps
+   together stay within this: mapped address space counts against the
+   process's vsz_limit. It holds one store of the default size, which is
+   the one a flood of mail to one user fills: reopening it would cost each
+   of those deliveries a map and more than the rest of its store work. */
 #define STORE_LMDB_MAX_IDLE_ENVS 2
-#define STORE_LMDB_MAX_IDLE_MAP_SIZE (16 * 1024 * 1024)
+#define STORE_LMDB_MAX_IDLE_MAPPED (64 * 1024 * 1024)
 static bool store_lmdb_idle_allowed = FALSE;
 
 static struct store_lmdb_env *store_lmdb_envs = NULL;
@@ -114,29 +117,21 @@ int store_lmdb_check(struct store_lmdb *store, const char **error_r)
 	return 0;
 }
 
-void store_lmdb_env_note_file(struct store_lmdb_env *env)
+bool store_lmdb_env_file_sound(struct store_lmdb_env *env, uint64_t txnid,
+			       struct store_lmdb_file_state *state_r)
 {
-	struct stat st;
+	struct store_lmdb_file_state state;
 	int fd;
 
-	if (mdb_env_get_fd(env->env, &fd) == 0 && fstat(fd, &st) == 0) {
-		env->known_mtime = st.st_mtim;
-		env->known_size = st.st_size;
+	if (state_r == NULL)
+		state_r = &state;
+	if (mdb_env_get_fd(env->env, &fd) != 0 ||
+	    store_lmdb_file_state_get(fd, txnid, state_r) < 0) {
+		i_zero(state_r);
+		return FALSE;
 	}
-}
-
-/* Whether something else than this process wrote to the data file since
-   it last verified or wrote it: another delivery, or damage. */
-static bool store_lmdb_env_file_changed(struct store_lmdb_env *env)
-{
-	struct stat st;
-	int fd;
-
-	if (mdb_env_get_fd(env->env, &fd) != 0 || fstat(fd, &st) < 0)
-		return TRUE;
-	return st.st_mtim.tv_sec != env->known_mtime.tv_sec ||
-		st.st_mtim.tv_nsec != env->known_mtime.tv_nsec ||
-		(uoff_t)st.st_size != env->known_size;
+	return store_lmdb_file_state_equals(state_r, &env->known) ||
+		store_lmdb_verified_matches(fd, state_r);
 }
 
 static int
@@ -158,7 +153,7 @@ store_lmdb_env_open_dbis(struct store_lmdb_env *env, const char **error_r)
 			mdb_txn_abort(txn);
 		else {
 			func = "mdb_txn_commit";
-			rc = mdb_txn_commit(txn);
+			rc = store_lmdb_txn_commit(env, txn);
 		}
 	}
 	if (rc != 0) {
@@ -332,24 +327,44 @@ store_lmdb_env_reusable(const struct store_lmdb_env *env,
 	return st.st_dev == env->dev && st.st_ino == env->ino;
 }
 
-/* Keeps an environment no store uses open, most recently used first,
-   and closes the least recently used beyond STORE_LMDB_MAX_IDLE_ENVS:
-   opening a store costs more than the check it serves. */
+static size_t store_lmdb_env_map_size(struct store_lmdb_env *env)
+{
+	MDB_envinfo info;
+
+	if (mdb_env_info(env->env, &info) != 0)
+		return STORE_LMDB_MAX_IDLE_MAPPED + 1;
+	return I_MIN(info.me_mapsize, STORE_LMDB_MAX_IDLE_MAPPED + 1);
+}
+
+/* Keeps an environment no store uses open, most recently used first, and
+   closes the least recently used ones beyond STORE_LMDB_MAX_IDLE_ENVS or
+   STORE_LMDB_MAX_IDLE_MAPPED: opening a store costs more than the check
+   it serves. env's own map is within the limit, so env stays. */
 static void store_lmdb_env_make_idle(struct store_lmdb_env *env)
 {
-	struct store_lmdb_env *e, *last_idle = NULL;
-	unsigned int idle = 0;
+	struct store_lmdb_env *e, *last_idle;
+	unsigned int idle;
+	size_t mapped;
 
 	DLLIST_REMOVE(&store_lmdb_envs, env);
 	DLLIST_PREPEND(&store_lmdb_envs, env);
-	for (e = store_lmdb_envs; e != NULL; e = e->next) {
-		if (e->refcount == 0) {
-			idle++;
-			last_idle = e;
+	for (;;) {
+		idle = 0;
+		mapped = 0;
+		last_idle = NULL;
+		for (e = store_lmdb_envs; e != NULL; e = e->next) {
+			if (e->refcount == 0) {
+				idle++;
+				mapped += store_lmdb_env_map_size(e);
+				last_idle = e;
+			}
 		}
-	}
-	if (idle > STORE_LMDB_MAX_IDLE_ENVS)
+		if (idle <= STORE_LMDB_MAX_IDLE_ENVS &&
+		    mapped <= STORE_LMDB_MAX_IDLE_MAPPED)
+			break;
+		i_assert(last_idle != env);
 		store_lmdb_env_free(&last_idle);
+	}
 }
 
 void store_lmdb_env_keep_idle(bool keep)
@@ -388,7 +403,6 @@ int store_lmdb_env_get(const struct loopguard_store_settings *set,
 		env = NULL;
 	}
 	if (env != NULL && env->refcount == 0 &&
-	    store_lmdb_env_file_changed(env) &&
 	    store_lmdb_env_verify(env, error_r) < 0) {
 		/* damaged while idle: moved aside, or it could not be read */
 		store_lmdb_env_free(&env);
@@ -429,7 +443,7 @@ void store_lmdb_env_release(struct store_lmdb_env **_env)
 	if (!store_lmdb_idle_allowed || env->broken ||
 	    env->pid != getpid() || !env->registered ||
 	    mdb_env_info(env->env, &info) != 0 ||
-	    info.me_mapsize > STORE_LMDB_MAX_IDLE_MAP_SIZE)
+	    info.me_mapsize > STORE_LMDB_MAX_IDLE_MAPPED)
 		store_lmdb_env_free(&env);
 	else
 		store_lmdb_env_make_idle(env);

@@ -66,6 +66,12 @@ store_lmdb_txn_begin(struct store_lmdb_env *env, bool write,
 	for (i = 0;; i++) {
 		rc = mdb_txn_begin(env->env, NULL, write ? 0 : MDB_RDONLY,
 				   txn_r);
+		if (rc == 0 && write) {
+			/* under the writer lock: no commit can come between
+			   this look and the transaction's own */
+			env->write_on_sound = store_lmdb_env_file_sound(
+				env, mdb_txn_id(*txn_r) - 1, NULL);
+		}
 		if (rc != MDB_MAP_RESIZED ||
 		    i == STORE_LMDB_MAX_RESIZE_RETRIES)
 			return rc;
@@ -75,6 +81,32 @@ store_lmdb_txn_begin(struct store_lmdb_env *env, bool write,
 		if (rc != 0)
 			return rc;
 	}
+}
+
+/* When the file was sound before the transaction, it is sound after it, as
+   LMDB writes only pages of its own; that is recorded for the next opener,
+   unless another commit came in between or this one wrote nothing: the
+   transaction ids tell. */
+int store_lmdb_txn_commit(struct store_lmdb_env *env, MDB_txn *txn)
+{
+	uint64_t txnid = mdb_txn_id(txn);
+	struct store_lmdb_file_state state;
+	MDB_envinfo info;
+	int rc, fd;
+
+	if ((rc = mdb_txn_commit(txn)) != 0 || !env->write_on_sound)
+		return rc;
+	env->write_on_sound = FALSE;
+	/* The id first, then the file: a commit by someone else in
+	   between leaves the file with a later id than the one recorded. */
+	if (mdb_env_info(env->env, &info) == 0 &&
+	    info.me_last_txnid == txnid &&
+	    mdb_env_get_fd(env->env, &fd) == 0 &&
+	    store_lmdb_file_state_get(fd, txnid, &state) == 0) {
+		env->known = state;
+		store_lmdb_verified_set(fd, &state);
+	}
+	return 0;
 }
 
 int
@@ -95,8 +127,7 @@ store_lmdb_write_once(struct store_lmdb *store,
 		return rc;
 	}
 	*func_r = "mdb_txn_commit";
-	/* A failed commit frees the transaction too. */
-	return mdb_txn_commit(txn);
+	return store_lmdb_txn_commit(store->env, txn);
 }
 
 /* Doubles the map, up to the soft limit. */
@@ -183,10 +214,8 @@ store_lmdb_write(struct store_lmdb *store, time_t now, bool deletes_only,
 	}
 	if (reserved)
 		store_lmdb_reserve_release(store->env);
-	if (rc == 0) {
-		store_lmdb_env_note_file(store->env);
+	if (rc == 0)
 		return 0;
-	}
 	if (rc == MDB_MAP_FULL)
 		return store_lmdb_map_full_error(store, func_name, "", error_r);
 	*error_r = store_lmdb_failed(store->env, func_name, rc);

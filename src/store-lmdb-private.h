@@ -6,6 +6,7 @@
 
 #include "loopguard-store-private.h"
 #include "store-lmdb.h"
+#include "store-lmdb-verified.h"
 
 #include <sys/stat.h>
 #include <lmdb.h>
@@ -45,10 +46,12 @@ struct store_lmdb_env {
 	dev_t dev;
 	ino_t ino;
 	uoff_t max_size;
-	/* The data file as last verified or written by this process: an
-	   idle environment is verified again when it has changed since. */
-	struct timespec known_mtime;
-	uoff_t known_size;
+	/* The data file as this process last found it sound: walked, or
+	   committed to by it from a sound state. */
+	struct store_lmdb_file_state known;
+	/* The open write transaction began on a file known to be sound, so
+	   that its commit may be recorded as sound too. */
+	bool write_on_sound;
 	/* where the next search for room in a full map goes on */
 	buffer_t *room_position;
 	/* The delivery transaction open on this file in this process: every
@@ -72,6 +75,8 @@ struct store_lmdb_delivery {
 	bool written:1;
 	/* the map was too small for a change: grow it once txn ended */
 	bool grow:1;
+	/* it has searched the full map for room once */
+	bool room_searched:1;
 };
 
 /* Runs inside a write transaction. Returns 0 or an MDB error code, with
@@ -130,8 +135,12 @@ void store_lmdb_env_keep_idle(bool keep);
 /* Takes a failed environment out of use at once: its stores fail from
    now on, and the next open of the path gets a fresh environment. */
 void store_lmdb_env_shut(struct store_lmdb_env *env);
-/* Records the data file as this process last saw it sound. */
-void store_lmdb_env_note_file(struct store_lmdb_env *env);
+/* Whether the data file, with txnid the last transaction committed to
+   it, is in a state known to be sound, to this process or to the one that
+   recorded it in the file (store-lmdb-verified.h). Fills state_r, when
+   not NULL, with the state it looked at (zeroed when it could not). */
+bool store_lmdb_env_file_sound(struct store_lmdb_env *env, uint64_t txnid,
+			       struct store_lmdb_file_state *state_r);
 /* Fails for a store used after fork() or whose environment broke. */
 int store_lmdb_check(struct store_lmdb *store, const char **error_r);
 
@@ -156,6 +165,10 @@ void store_lmdb_map_sizes_get(uoff_t max_size,
 int store_lmdb_map_adopt(struct store_lmdb_env *env);
 int store_lmdb_txn_begin(struct store_lmdb_env *env, bool write,
 			 MDB_txn **txn_r);
+/* Commits a top-level write transaction begun by store_lmdb_txn_begin(),
+   recording the file as sound after it when it was before. A failed
+   commit frees the transaction too. */
+int store_lmdb_txn_commit(struct store_lmdb_env *env, MDB_txn *txn);
 int store_lmdb_write_once(struct store_lmdb *store,
 			  store_lmdb_txn_func_t *func, void *context,
 			  const char **func_r);

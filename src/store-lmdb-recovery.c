@@ -151,10 +151,12 @@ store_lmdb_failed(struct store_lmdb_env *env, const char *func, int rc)
 
 /* Checks every page LMDB can reach before LMDB reads it through the map
    (see store-lmdb-verify.h): a damaged page would crash the process,
-   not fail a call. A damaged file is moved aside like a garbage file.
-   Returns 0, or -1 (with the environment shut when the file is damaged). */
+   not fail a call. A file still in a state known to be sound is not read
+   again. A damaged file is moved aside like a garbage file. Returns 0, or
+   -1 (with the environment shut when the file is damaged). */
 int store_lmdb_env_verify(struct store_lmdb_env *env, const char **error_r)
 {
+	struct store_lmdb_file_state state;
 	const char *reason;
 	MDB_txn *txn;
 	int fd, rc, ret;
@@ -170,10 +172,20 @@ int store_lmdb_env_verify(struct store_lmdb_env *env, const char **error_r)
 						"mdb_env_get_fd", rc);
 		return -1;
 	}
+	/* The state is taken before the walk: a change during it, even of
+	   a page already read, makes the recorded state a stale one. */
+	if (store_lmdb_env_file_sound(env, mdb_txn_id(txn), &state)) {
+		mdb_txn_abort(txn);
+		env->known = state;
+		return 0;
+	}
 	ret = store_lmdb_verify(fd, store_lmdb_page_size(), &reason);
 	mdb_txn_abort(txn);
 	if (ret > 0) {
-		store_lmdb_env_note_file(env);
+		if (state.ino != 0) {
+			env->known = state;
+			store_lmdb_verified_set(fd, &state);
+		}
 		return 0;
 	}
 	if (ret < 0) {

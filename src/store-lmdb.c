@@ -247,9 +247,15 @@ store_lmdb_window_delete(struct loopguard_store *store,
  */
 
 /* Each sighting restarts the period, so a loop that keeps going keeps
-   being caught. */
+   being caught. A fingerprint is stored as a compact record (about 62
+   bytes of file, where the general form took about 257): a million of
+   them fit into a store of the default size. Stores written before hold
+   records of the general form keyed by the whole fingerprint: they are
+   still honoured until they expire, and the sweep then drops them. */
 struct store_lmdb_fingerprint_update {
 	unsigned int period;
+	/* from a record of the general form, 0 when there is none */
+	uint64_t legacy_last_seen;
 	bool seen;
 	/* the stored payload was not a fingerprint's */
 	bool ignored;
@@ -262,23 +268,49 @@ store_lmdb_fingerprint_update(const struct loopguard_codec_record *old,
 			      time_t *expires_r, void *context)
 {
 	struct store_lmdb_fingerprint_update *upd = context;
-	uint64_t last_seen;
+	uint64_t last_seen = upd->legacy_last_seen, compact_seen;
 
-	upd->seen = FALSE;
 	upd->ignored = FALSE;
 	if (old != NULL &&
-	    loopguard_codec_fingerprint_read(old->payload, old->payload_size,
-					     &last_seen))
-		upd->seen = last_seen + upd->period > (uint64_t)now;
+	    loopguard_codec_fingerprint_read_compact(old->payload,
+						     old->payload_size,
+						     &compact_seen))
+		last_seen = I_MAX(last_seen, compact_seen);
 	else if (old != NULL) {
 		upd->ignored = TRUE;
 		upd->ignored_size = old->payload_size;
 	}
-	loopguard_codec_fingerprint_write(now, new_payload);
+	upd->seen = last_seen != 0 && last_seen + upd->period > (uint64_t)now;
+	loopguard_codec_fingerprint_write_compact(now, new_payload);
 	*expires_r = now + upd->period;
 	if (old != NULL && old->expires > *expires_r)
 		*expires_r = old->expires;
 	return TRUE;
+}
+
+/* When a record of the general form last saw the fingerprint, or 0. Inside
+   the delivery's transaction, as the update that follows. */
+static int
+store_lmdb_fingerprint_legacy(struct loopguard_store *store,
+			      const unsigned char fingerprint[
+				LOOPGUARD_STORE_FINGERPRINT_SIZE],
+			      time_t now, uint64_t *last_seen_r,
+			      const char **error_r)
+{
+	struct loopguard_codec_record record;
+	int ret;
+
+	*last_seen_r = 0;
+	ret = store_lmdb_lookup(store, LOOPGUARD_CODEC_KIND_FINGERPRINT, "",
+				loopguard_codec_fingerprint_key(fingerprint),
+				now, pool_datastack_create(), &record,
+				error_r);
+	if (ret > 0 &&
+	    !loopguard_codec_fingerprint_read(record.payload,
+					      record.payload_size,
+					      last_seen_r))
+		*last_seen_r = 0;
+	return ret < 0 ? -1 : 0;
 }
 
 static int
@@ -293,10 +325,12 @@ store_lmdb_fingerprint_check(struct loopguard_store *store,
 
 	i_zero(&upd);
 	upd.period = period;
-	ret = store_lmdb_update(store, LOOPGUARD_CODEC_KIND_FINGERPRINT, "",
-				loopguard_codec_fingerprint_key(fingerprint),
-				now, store_lmdb_fingerprint_update, &upd,
-				error_r);
+	if (store_lmdb_fingerprint_legacy(store, fingerprint, now,
+					  &upd.legacy_last_seen, error_r) < 0)
+		return -1;
+	ret = store_lmdb_update(store, LOOPGUARD_CODEC_KIND_COMPACT, "",
+			loopguard_codec_fingerprint_compact_key(fingerprint),
+			now, store_lmdb_fingerprint_update, &upd, error_r);
 	if (ret < 0)
 		return ret;
 	if (upd.ignored) {

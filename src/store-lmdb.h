@@ -10,10 +10,11 @@
    One environment per data file and process is shared by every store
    open on it; a store opened before a fork() is never used after it.
    Every page LMDB could read is checked first (store-lmdb-verify.h), also
-   when an idle environment is reused and its file changed meanwhile. A
-   data file that LMDB rejects as invalid, that is shorter than its own
-   meta page claims, or whose pages are damaged is renamed to
-   "<path>.broken" so that the next open starts afresh. It is renamed only
+   when an idle environment is reused, unless the file is still in a state
+   known to be sound (store-lmdb-verified.h). A data file that LMDB
+   rejects as invalid, that is shorter than its own meta page claims, or
+   whose pages are damaged is renamed to "<path>.broken" so that the next
+   open starts afresh. It is renamed only
    while no process has it open; until then opens fail, and a later open
    tries again. A file found damaged while in use makes every store of
    this process on it fail; they have only to be closed. A directory on a

@@ -124,6 +124,15 @@ test_put_size(struct loopguard_store *db, const char *key, size_t size,
 				   now, test_set_callback, &ctx, error_r);
 }
 
+static int
+test_put_kind(struct loopguard_store *db, enum loopguard_codec_kind kind,
+	      const char *key, struct test_set_context *ctx,
+	      const char **error_r)
+{
+	return store_lmdb_update(db, kind, "", key, TEST_NOW,
+				 test_set_callback, ctx, error_r);
+}
+
 /* 1 = live record with this payload, 0 = none, -1 = error */
 static int
 test_get(struct loopguard_store *db, const char *handle, const char *key,
@@ -1275,7 +1284,8 @@ static void test_wrong_version(void)
 	struct loopguard_store_settings set = test_settings("version");
 	struct loopguard_store *db = test_open(&set);
 	struct test_set_context ctx;
-	const unsigned char version = 3;
+	/* 3 is the compact records' */
+	const unsigned char version = 9;
 	const unsigned char huge_len[4] = { 0x7f, 0xff, 0xff, 0xff };
 	const char *handle = "versiontest-handle";
 	const char *handle2 = "sizetest-handle";
@@ -1294,7 +1304,7 @@ static void test_wrong_version(void)
 				     huge_len, 4) > 0);
 
 	db = test_open(&set);
-	test_expect_error_string("unknown version 3");
+	test_expect_error_string("unknown version 9");
 	test_assert(test_get(db, handle, "k", TEST_NOW, &payload) == 0);
 	test_expect_no_more_errors();
 	test_expect_error_string("key length exceeds");
@@ -1307,7 +1317,7 @@ static void test_wrong_version(void)
 	ctx.payload_size = 3;
 	ctx.expires = TEST_NOW + 100;
 	ctx.store = TRUE;
-	/* "unknown version 3" from the lookup, then the sweep in the same
+	/* "unknown version 9" from the lookup, then the sweep in the same
 	   update drops the other unreadable record */
 	test_expect_error_string_n_times("unreadable", 2);
 	test_assert(store_lmdb_update(db, TEST_KIND, handle,
@@ -1870,6 +1880,7 @@ static void test_store_fingerprint(void)
 {
 	struct loopguard_store_settings set = test_settings("fingerprint");
 	unsigned char fp[LOOPGUARD_STORE_FINGERPRINT_SIZE];
+	struct test_set_context ctx;
 	struct loopguard_store *db;
 	const char *error;
 	bool seen;
@@ -1891,9 +1902,15 @@ static void test_store_fingerprint(void)
 						      TEST_NOW + 200, &seen,
 						      &error) == 0 && !seen);
 	/* a value of the wrong size is not trusted, and is replaced */
-	test_assert(test_put(db, "", loopguard_codec_fingerprint_key(fp),
-			     "abc", TEST_NOW + 300, TEST_NOW + 400,
-			     &error) == 0);
+	i_zero(&ctx);
+	ctx.payload = "abc";
+	ctx.payload_size = 3;
+	ctx.expires = TEST_NOW + 400;
+	ctx.store = TRUE;
+	test_assert(store_lmdb_update(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+			loopguard_codec_fingerprint_compact_key(fp),
+			TEST_NOW + 300, test_set_callback, &ctx,
+			&error) == 0);
 	test_expect_error_string("ignoring a fingerprint record of 3 bytes");
 	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
 						      TEST_NOW + 301, &seen,
@@ -1902,6 +1919,52 @@ static void test_store_fingerprint(void)
 	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
 						      TEST_NOW + 302, &seen,
 						      &error) == 0 && seen);
+	loopguard_store_close(&db);
+	test_end();
+}
+
+/* A fingerprint remembered in the general form, by a store written before
+   the compact records, counts until it expires. */
+static void test_store_fingerprint_legacy(void)
+{
+	struct loopguard_store_settings set = test_settings("fplegacy");
+	unsigned char fp[LOOPGUARD_STORE_FINGERPRINT_SIZE];
+	struct test_set_context ctx;
+	struct loopguard_store *db;
+	buffer_t *payload;
+	const char *error;
+	bool seen;
+
+	test_begin("store API: fingerprints of the general form honoured");
+	memset(fp, 0xcd, sizeof(fp));
+	db = test_open(&set);
+	payload = t_buffer_create(8);
+	loopguard_codec_fingerprint_write(TEST_NOW, payload);
+	i_zero(&ctx);
+	ctx.payload = payload->data;
+	ctx.payload_size = payload->used;
+	ctx.expires = TEST_NOW + 60;
+	ctx.store = TRUE;
+	test_assert(test_put_kind(db, LOOPGUARD_CODEC_KIND_FINGERPRINT,
+				  loopguard_codec_fingerprint_key(fp),
+				  &ctx, &error) == 0);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 30, &seen,
+						      &error) == 0 && seen);
+	/* the check at +30 marked it compactly, which counts from then */
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 80, &seen,
+						      &error) == 0 && seen);
+	loopguard_store_close(&db);
+	/* expired, the old record no longer counts */
+	set = test_settings("fplegacy2");
+	db = test_open(&set);
+	test_assert(test_put_kind(db, LOOPGUARD_CODEC_KIND_FINGERPRINT,
+				  loopguard_codec_fingerprint_key(fp),
+				  &ctx, &error) == 0);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 60,
+						      TEST_NOW + 60, &seen,
+						      &error) == 0 && !seen);
 	loopguard_store_close(&db);
 	test_end();
 }
@@ -1932,6 +1995,58 @@ static void test_remove_dir(void)
 	if (unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR,
 			     &error) < 0)
 		i_error("%s", error);
+}
+
+/* Compact records: the key is kept as its bytes, no readable copy of it
+   in the value, and the payload and expiry come back as stored. */
+static void test_compact(void)
+{
+	struct loopguard_store_settings set = test_settings("compact");
+	const char *key = "00112233445566778899aabbccddeeff";
+	const char *other = "00112233445566778899aabbccddeef0";
+	struct loopguard_codec_record record;
+	struct test_set_context ctx;
+	struct loopguard_store *db;
+	const char *error;
+
+	test_begin("loopguard db compact records");
+	db = test_open(&set);
+	i_zero(&ctx);
+	ctx.payload = "\x01\x02\x03\x04";
+	ctx.payload_size = 4;
+	ctx.expires = TEST_NOW + 100;
+	ctx.store = TRUE;
+	test_assert(store_lmdb_update(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, TEST_NOW, test_set_callback,
+				      &ctx, &error) == 0);
+	test_assert(ctx.called && !ctx.had_old);
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, TEST_NOW, pool_datastack_create(),
+				      &record, &error) == 1);
+	test_assert(record.kind == LOOPGUARD_CODEC_KIND_COMPACT &&
+		    strcmp(record.key, key) == 0 &&
+		    record.expires == TEST_NOW + 100 &&
+		    record.payload_size == 4 &&
+		    memcmp(record.payload, "\x01\x02\x03\x04", 4) == 0);
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      other, TEST_NOW,
+				      pool_datastack_create(),
+				      &record, &error) == 0);
+	/* the other form of a fingerprint with the same key does not meet it */
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_FINGERPRINT, "",
+				      key, TEST_NOW, pool_datastack_create(),
+				      &record, &error) == 0);
+	test_assert(test_count_all(db) == 1);
+	/* expired, it is gone */
+	test_assert(store_lmdb_lookup(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, TEST_NOW + 100,
+				      pool_datastack_create(),
+				      &record, &error) == 0);
+	test_assert(store_lmdb_delete(db, LOOPGUARD_CODEC_KIND_COMPACT, "",
+				      key, &error) == 1);
+	test_assert(test_count_all(db) == 0);
+	loopguard_store_close(&db);
+	test_end();
 }
 
 /* A closed store stays open for the next delivery, but never serves a
@@ -2004,6 +2119,7 @@ int main(void)
 		test_map_full,
 		test_map_full_log,
 		test_map_resized,
+		test_compact,
 		test_corrupt_garbage,
 		test_corrupt_held,
 		test_corrupt_runtime,
@@ -2025,6 +2141,7 @@ int main(void)
 		test_idle_reuse,
 		test_store_window,
 		test_store_fingerprint,
+		test_store_fingerprint_legacy,
 		test_store_exists,
 		test_remove_dir,
 		NULL
