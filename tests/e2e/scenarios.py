@@ -1948,7 +1948,8 @@ def s_redis_down(ctx):
 def s_redis_purge(ctx):
     """R4. doveadm loopguard purge on Redis.  Keys expire by their TTL in
     Redis itself, so purge without --all has nothing to do and prints
-    purged 0, list unchanged.  discard-loops.sieve, 35 flood messages (5
+    purged 0, list unchanged.  list -A and log -A show the user's rows as
+    list -u and log -u do.  discard-loops.sieve, 35 flood messages (5
     discarded, 5 log events): purge --all prints as many purged as the
     user had keys in Redis (SCAN), leaves none, list and log are empty,
     and the flooder's next message is stored."""
@@ -1962,6 +1963,16 @@ def s_redis_purge(ctx):
     rows, _ = lg(ctx, "list", w)
     check(len(rows) == 1 and rows[0]["key"] == "flood@remote.test",
           "list before purge: %r" % rows)
+    # -A: every user of the userdb, this one's rows as -u gives them
+    everyone, _ = lg(ctx, "list", None)
+    mine = [{k: v for k, v in r.items() if k != "username"}
+            for r in everyone if r.get("username") == w.address]
+    check(mine == rows, "list -A rows of %s: %r, expected %r"
+          % (w.address, mine, rows))
+    everyone, _ = lg(ctx, "log", None)
+    mine = [r for r in everyone if r.get("username") == w.address]
+    check(len(mine) == 5, "log -A: %d events of %s, expected 5"
+          % (len(mine), w.address))
     rows, _ = lg(ctx, "purge", w)
     check(rows == [{"purged": 0}], "purge: %r, expected purged 0" % rows)
     keys = check_user_keys(ctx, w.address)
