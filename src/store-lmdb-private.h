@@ -52,6 +52,11 @@ struct store_lmdb_env {
 	/* The open write transaction began on a file known to be sound, so
 	   that its commit may be recorded as sound too. */
 	bool write_on_sound;
+	/* Whether the file held fingerprints of the general form when
+	   last looked at (legacy_checked, 0 for never): a store without
+	   them is not searched for them at every check. */
+	time_t legacy_checked;
+	bool legacy_fingerprints;
 	/* where the next search for room in a full map goes on */
 	buffer_t *room_position;
 	/* The delivery transaction open on this file in this process: every
@@ -221,6 +226,10 @@ store_lmdb_scan_visit_t(const MDB_val *key, const MDB_val *value,
 int store_lmdb_scan(struct store_lmdb *store, MDB_dbi dbi,
 		    store_lmdb_scan_visit_t *visit, void *context,
 		    const char **error_r);
+
+int store_lmdb_kind_present(struct store_lmdb *store,
+			    enum loopguard_codec_kind kind, bool *present_r,
+			    const char **error_r);
 
 /* store-lmdb-purge.c: the sweep, room in a full map, purge */
 int store_lmdb_reap(struct store_lmdb_env *env, MDB_txn *txn,

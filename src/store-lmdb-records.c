@@ -329,6 +329,59 @@ int store_lmdb_lookup(struct loopguard_store *_store,
 	return ret;
 }
 
+/* Whether any record of kind is stored: the first key at or after the
+   kind's byte begins with it. */
+int store_lmdb_kind_present(struct store_lmdb *store,
+			    enum loopguard_codec_kind kind, bool *present_r,
+			    const char **error_r)
+{
+	struct store_lmdb_env *env = store->env;
+	const char *func = "mdb_txn_begin";
+	unsigned char kind_byte = kind;
+	MDB_cursor *cursor;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	*present_r = FALSE;
+	if (store_lmdb_check(store, error_r) < 0)
+		return -1;
+	if (env->delivery == NULL)
+		rc = store_lmdb_txn_begin(env, FALSE, &txn);
+	else if ((txn = env->delivery->txn) == NULL) {
+		*error_r = t_strdup_printf("loopguard store %s: the delivery's "
+			"transaction ended after an error", env->path);
+		return -1;
+	} else {
+		rc = 0;
+	}
+	if (rc == 0) {
+		func = "mdb_cursor_open";
+		rc = mdb_cursor_open(txn, env->records_dbi, &cursor);
+		if (rc == 0) {
+			func = "mdb_cursor_get";
+			k.mv_data = &kind_byte;
+			k.mv_size = 1;
+			rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+			if (rc == 0) {
+				*present_r = k.mv_size > 0 &&
+					((const unsigned char *)k.mv_data)[0] ==
+					kind_byte;
+			} else if (rc == MDB_NOTFOUND) {
+				rc = 0;
+			}
+			mdb_cursor_close(cursor);
+		}
+		if (env->delivery == NULL)
+			mdb_txn_abort(txn);
+	}
+	if (rc != 0) {
+		*error_r = store_lmdb_failed(env, func, rc);
+		return -1;
+	}
+	return 0;
+}
+
 struct store_lmdb_delete_context {
 	const char *handle, *key;
 	const buffer_t *db_key;

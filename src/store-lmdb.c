@@ -251,7 +251,8 @@ store_lmdb_window_delete(struct loopguard_store *store,
    bytes of file, where the general form took about 257): a million of
    them fit into a store of the default size. Stores written before hold
    records of the general form keyed by the whole fingerprint: they are
-   still honoured until they expire, and the sweep then drops them. */
+   still honoured until they expire, and the sweep then drops them. Once
+   none is left, a check is one lookup again. */
 struct store_lmdb_fingerprint_update {
 	unsigned int period;
 	/* from a record of the general form, 0 when there is none */
@@ -288,6 +289,30 @@ store_lmdb_fingerprint_update(const struct loopguard_codec_record *old,
 	return TRUE;
 }
 
+/* No version writes records of the general form any more, so a file
+   found without them is looked at again only this often; with them, as
+   often, until the sweep has dropped the last one. */
+#define STORE_LMDB_LEGACY_RECHECK_SECS 3600
+
+static int
+store_lmdb_fingerprint_legacy_present(struct store_lmdb *store, time_t now,
+				      bool *present_r, const char **error_r)
+{
+	struct store_lmdb_env *env = store->env;
+
+	if (env->legacy_checked == 0 || now < env->legacy_checked ||
+	    now - env->legacy_checked >= STORE_LMDB_LEGACY_RECHECK_SECS) {
+		if (store_lmdb_kind_present(store,
+					    LOOPGUARD_CODEC_KIND_FINGERPRINT,
+					    &env->legacy_fingerprints,
+					    error_r) < 0)
+			return -1;
+		env->legacy_checked = now;
+	}
+	*present_r = env->legacy_fingerprints;
+	return 0;
+}
+
 /* When a record of the general form last saw the fingerprint, or 0. Inside
    the delivery's transaction, as the update that follows. */
 static int
@@ -298,9 +323,15 @@ store_lmdb_fingerprint_legacy(struct loopguard_store *store,
 			      const char **error_r)
 {
 	struct loopguard_codec_record record;
+	bool present;
 	int ret;
 
 	*last_seen_r = 0;
+	if (store_lmdb_fingerprint_legacy_present(store_lmdb_cast(store), now,
+						  &present, error_r) < 0)
+		return -1;
+	if (!present)
+		return 0;
 	ret = store_lmdb_lookup(store, LOOPGUARD_CODEC_KIND_FINGERPRINT, "",
 				loopguard_codec_fingerprint_key(fingerprint),
 				now, pool_datastack_create(), &record,

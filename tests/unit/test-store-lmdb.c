@@ -1966,6 +1966,26 @@ static void test_store_fingerprint_legacy(void)
 						      TEST_NOW + 60, &seen,
 						      &error) == 0 && !seen);
 	loopguard_store_close(&db);
+
+	/* a store found without them is looked at again after an hour */
+	set = test_settings("fplegacy3");
+	db = test_open(&set);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 3600, TEST_NOW,
+						      &seen, &error) == 0 &&
+		    !seen);
+	memset(fp, 0xce, sizeof(fp));
+	buffer_set_used_size(payload, 0);
+	loopguard_codec_fingerprint_write(TEST_NOW + 3000, payload);
+	ctx.payload = payload->data;
+	ctx.payload_size = payload->used;
+	ctx.expires = TEST_NOW + 6600;
+	test_assert(test_put_kind(db, LOOPGUARD_CODEC_KIND_FINGERPRINT,
+				  loopguard_codec_fingerprint_key(fp),
+				  &ctx, &error) == 0);
+	test_assert(loopguard_store_fingerprint_check(db, fp, 3600,
+						      TEST_NOW + 3700, &seen,
+						      &error) == 0 && seen);
+	loopguard_store_close(&db);
 	test_end();
 }
 
