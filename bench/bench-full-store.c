@@ -10,7 +10,7 @@
 #include "str.h"
 #include "time-util.h"
 
-#include "loopguard-store.h"
+#include "bench-store.h"
 #include "loopguard-text.h"
 
 #include <stdio.h>
@@ -19,7 +19,6 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#define BENCH_MAX_SIZE (64 * 1024 * 1024)
 #define BENCH_KEY_SIZE 4096
 /* window checks per transaction while filling */
 #define BENCH_FILL_BATCH 1000
@@ -38,31 +37,6 @@ static const char *bench_key(const char *prefix, unsigned int n)
 	return loopguard_text_stored_name(str_c(key));
 }
 
-static void bench_open(const char *path, struct loopguard_store **store_r,
-		       struct loopguard_store_delivery **delivery_r)
-{
-	struct loopguard_store_settings set;
-	const char *error;
-
-	i_zero(&set);
-	set.location = path;
-	set.max_size = BENCH_MAX_SIZE;
-	set.log_size = 1000;
-	if (loopguard_store_open(&set, store_r, &error) < 0 ||
-	    loopguard_store_delivery_begin(*store_r, delivery_r, &error) < 0)
-		i_fatal("open %s: %s", path, error);
-}
-
-static void bench_close(struct loopguard_store **store,
-			struct loopguard_store_delivery **delivery)
-{
-	const char *error;
-
-	if (loopguard_store_delivery_commit(delivery, &error) < 0)
-		i_fatal("commit: %s", error);
-	loopguard_store_close(store);
-}
-
 /* One delivery, in one store transaction as the plugin makes it; returns
    the store's result of the update. */
 static int
@@ -75,7 +49,7 @@ bench_delivery(const char *path, const char *key, time_t now)
 	const char *error;
 	int ret;
 
-	bench_open(path, &store, &delivery);
+	bench_store_begin(path, FALSE, 1000, &store, &delivery);
 	ret = loopguard_store_window_check(store, "", key, &bench_params,
 					   bench_hash, now, TRUE, &result,
 					   &error);
@@ -87,7 +61,7 @@ bench_delivery(const char *path, const char *key, time_t now)
 	event.key = key;
 	if (loopguard_store_log_append(store, &event, &error) == -1)
 		i_fatal("log: %s", error);
-	bench_close(&store, &delivery);
+	bench_store_end(&store, &delivery);
 	return ret;
 }
 
@@ -103,7 +77,7 @@ static unsigned int bench_fill(const char *path, time_t now)
 	int ret = 0;
 
 	while (ret != LOOPGUARD_STORE_FULL) {
-		bench_open(path, &store, &delivery);
+		bench_store_begin(path, FALSE, 1000, &store, &delivery);
 		for (batch = 0, ret = 0;
 		     batch < BENCH_FILL_BATCH && ret == 0; batch++) T_BEGIN {
 			ret = loopguard_store_window_check(store, "",
@@ -114,7 +88,7 @@ static unsigned int bench_fill(const char *path, time_t now)
 			else
 				error = t_strdup(error);
 		} T_END;
-		bench_close(&store, &delivery);
+		bench_store_end(&store, &delivery);
 		/* A batch stopped by a full map is retried once the map has
 		   grown after it; only a first change that fails is final. */
 		if (ret == -1 && batch == 1)
