@@ -270,6 +270,34 @@ store_lmdb_record_copy(pool_t pool, const struct loopguard_codec_record *src,
 				 I_MAX(src->payload_size, 1));
 }
 
+/* The transaction a read runs in: inside a delivery its transaction, which
+   sees the delivery's own changes, else a read-only one of its own. */
+static int
+store_lmdb_read_begin(struct store_lmdb_env *env, MDB_txn **txn_r,
+		      const char **error_r)
+{
+	int rc;
+
+	if (env->delivery == NULL) {
+		rc = store_lmdb_txn_begin(env, FALSE, txn_r);
+		if (rc != 0) {
+			*error_r = store_lmdb_failed(env, "mdb_txn_begin", rc);
+			return -1;
+		}
+	} else if ((*txn_r = env->delivery->txn) == NULL) {
+		*error_r = t_strdup_printf("loopguard store %s: the delivery's "
+			"transaction ended after an error", env->path);
+		return -1;
+	}
+	return 0;
+}
+
+static void store_lmdb_read_end(struct store_lmdb_env *env, MDB_txn *txn)
+{
+	if (env->delivery == NULL)
+		mdb_txn_abort(txn);
+}
+
 int store_lmdb_lookup(struct loopguard_store *_store,
 		      enum loopguard_codec_kind kind,
 		      const char *handle, const char *key, time_t now,
@@ -280,7 +308,6 @@ int store_lmdb_lookup(struct loopguard_store *_store,
 	struct store_lmdb_env *env = store->env;
 	struct loopguard_codec_record record;
 	struct store_lmdb_unreadable unreadable;
-	const char *func = "mdb_txn_begin";
 	MDB_txn *txn;
 	MDB_val k, v;
 	buffer_t *db_key;
@@ -288,42 +315,29 @@ int store_lmdb_lookup(struct loopguard_store *_store,
 
 	i_zero(record_r);
 	i_zero(&unreadable);
-	if (store_lmdb_check(store, error_r) < 0)
+	if (store_lmdb_check(store, error_r) < 0 ||
+	    store_lmdb_read_begin(env, &txn, error_r) < 0)
 		return -1;
 
 	/* No T_BEGIN here: pool may be a data stack pool of the caller's
 	   frame. The temporary allocations are small. */
 	db_key = t_buffer_create(128);
 	store_lmdb_key_build(env, kind, handle, key, db_key);
-	if (env->delivery == NULL)
-		rc = store_lmdb_txn_begin(env, FALSE, &txn);
-	else if ((txn = env->delivery->txn) == NULL) {
-		*error_r = t_strdup_printf("loopguard store %s: the delivery's "
-			"transaction ended after an error", env->path);
-		return -1;
-	} else {
-		/* the delivery sees its own changes */
+	k.mv_data = (void *)db_key->data;
+	k.mv_size = db_key->used;
+	rc = mdb_get(txn, env->records_dbi, &k, &v);
+	if (rc == 0 &&
+	    store_lmdb_record_get(env, &k, &v, handle, key, now,
+				  &record, &unreadable)) {
+		store_lmdb_record_copy(pool, &record, record_r);
+		ret = 1;
+	}
+	if (rc == MDB_NOTFOUND)
 		rc = 0;
-	}
-	if (rc == 0) {
-		func = "mdb_get";
-		k.mv_data = (void *)db_key->data;
-		k.mv_size = db_key->used;
-		rc = mdb_get(txn, env->records_dbi, &k, &v);
-		if (rc == 0 &&
-		    store_lmdb_record_get(env, &k, &v, handle, key, now,
-					  &record, &unreadable)) {
-			store_lmdb_record_copy(pool, &record, record_r);
-			ret = 1;
-		}
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
-		if (env->delivery == NULL)
-			mdb_txn_abort(txn);
-	}
+	store_lmdb_read_end(env, txn);
 	store_lmdb_unreadable_log_handle(store, handle, &unreadable);
 	if (rc != 0) {
-		*error_r = store_lmdb_failed(env, func, rc);
+		*error_r = store_lmdb_failed(env, "mdb_get", rc);
 		return -1;
 	}
 	return ret;
@@ -336,7 +350,7 @@ int store_lmdb_kind_present(struct store_lmdb *store,
 			    const char **error_r)
 {
 	struct store_lmdb_env *env = store->env;
-	const char *func = "mdb_txn_begin";
+	const char *func = "mdb_cursor_open";
 	unsigned char kind_byte = kind;
 	MDB_cursor *cursor;
 	MDB_txn *txn;
@@ -344,37 +358,25 @@ int store_lmdb_kind_present(struct store_lmdb *store,
 	int rc;
 
 	*present_r = FALSE;
-	if (store_lmdb_check(store, error_r) < 0)
+	if (store_lmdb_check(store, error_r) < 0 ||
+	    store_lmdb_read_begin(env, &txn, error_r) < 0)
 		return -1;
-	if (env->delivery == NULL)
-		rc = store_lmdb_txn_begin(env, FALSE, &txn);
-	else if ((txn = env->delivery->txn) == NULL) {
-		*error_r = t_strdup_printf("loopguard store %s: the delivery's "
-			"transaction ended after an error", env->path);
-		return -1;
-	} else {
-		rc = 0;
-	}
+	rc = mdb_cursor_open(txn, env->records_dbi, &cursor);
 	if (rc == 0) {
-		func = "mdb_cursor_open";
-		rc = mdb_cursor_open(txn, env->records_dbi, &cursor);
+		func = "mdb_cursor_get";
+		k.mv_data = &kind_byte;
+		k.mv_size = 1;
+		rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
 		if (rc == 0) {
-			func = "mdb_cursor_get";
-			k.mv_data = &kind_byte;
-			k.mv_size = 1;
-			rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-			if (rc == 0) {
-				*present_r = k.mv_size > 0 &&
-					((const unsigned char *)k.mv_data)[0] ==
-					kind_byte;
-			} else if (rc == MDB_NOTFOUND) {
-				rc = 0;
-			}
-			mdb_cursor_close(cursor);
+			*present_r = k.mv_size > 0 &&
+				((const unsigned char *)k.mv_data)[0] ==
+				kind_byte;
+		} else if (rc == MDB_NOTFOUND) {
+			rc = 0;
 		}
-		if (env->delivery == NULL)
-			mdb_txn_abort(txn);
+		mdb_cursor_close(cursor);
 	}
+	store_lmdb_read_end(env, txn);
 	if (rc != 0) {
 		*error_r = store_lmdb_failed(env, func, rc);
 		return -1;
