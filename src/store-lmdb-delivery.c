@@ -40,6 +40,48 @@ store_lmdb_commit_reserve_check(struct store_lmdb_env *env, MDB_txn *txn,
 	return rc;
 }
 
+/* Free pages a delivery may take without growing the map. */
+#define STORE_LMDB_DELIVERY_HEADROOM_PAGES 128
+/* Transactions begun and given up to grow the map first. */
+#define STORE_LMDB_DELIVERY_GROW_RETRIES 2
+
+/* Whether the map has fewer free pages after the last one in use than a
+   delivery may take, and may still grow. */
+static bool store_lmdb_delivery_cramped(struct store_lmdb_env *env)
+{
+	MDB_envinfo info;
+	size_t used, page_size = store_lmdb_page_size();
+
+	if (mdb_env_info(env->env, &info) != 0 ||
+	    info.me_mapsize >= env->soft_map_size)
+		return FALSE;
+	used = (info.me_last_pgno + 1) * page_size;
+	return used + STORE_LMDB_DELIVERY_HEADROOM_PAGES * page_size >
+		info.me_mapsize;
+}
+
+/* LMDB copies every page it changes, and the map cannot grow while the
+   delivery's transaction is open: when it is nearly full, the transaction
+   is given up, the map grown and the transaction begun again. The room is
+   judged under the writer lock, once the transaction has begun: the
+   deliveries that held the lock while this one waited for it have used
+   what room there was before. */
+static int
+store_lmdb_delivery_txn_begin(struct store_lmdb_env *env, MDB_txn **txn_r)
+{
+	unsigned int i;
+	int rc;
+
+	for (i = 0;; i++) {
+		if ((rc = store_lmdb_txn_begin(env, TRUE, txn_r)) != 0 ||
+		    i == STORE_LMDB_DELIVERY_GROW_RETRIES ||
+		    !store_lmdb_delivery_cramped(env))
+			return rc;
+		mdb_txn_abort(*txn_r);
+		(void)store_lmdb_grow(env);
+	}
+}
+
 /* One change inside the delivery's transaction, as a nested transaction,
    so that a change that fails is undone alone and the delivery's earlier
    changes stay. The map cannot grow while a transaction is open: on
@@ -97,7 +139,7 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 		if (rc != 0 && rc != MDB_MAP_FULL)
 			break;
 		func_name = "mdb_txn_begin";
-		rc = store_lmdb_txn_begin(env, TRUE, &delivery->txn);
+		rc = store_lmdb_delivery_txn_begin(env, &delivery->txn);
 		if (rc != 0) {
 			delivery->txn = NULL;
 			break;
@@ -111,24 +153,6 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 	}
 	*error_r = store_lmdb_failed(env, func_name, rc);
 	return -1;
-}
-
-/* Free pages a delivery may take without growing the map. */
-#define STORE_LMDB_DELIVERY_HEADROOM_PAGES 128
-
-/* LMDB copies every page it changes, and the map cannot grow while the
-   delivery's transaction is open: grow it first when it is nearly full. */
-static void store_lmdb_delivery_headroom(struct store_lmdb_env *env)
-{
-	MDB_envinfo info;
-	size_t used, page_size = store_lmdb_page_size();
-
-	if (mdb_env_info(env->env, &info) != 0)
-		return;
-	used = (info.me_last_pgno + 1) * page_size;
-	if (used + STORE_LMDB_DELIVERY_HEADROOM_PAGES * page_size >
-	    info.me_mapsize)
-		(void)store_lmdb_grow(env);
 }
 
 int store_lmdb_delivery_begin(struct loopguard_store *_store,
@@ -150,8 +174,7 @@ int store_lmdb_delivery_begin(struct loopguard_store *_store,
 			"open in this process", env->path);
 		return -1;
 	}
-	store_lmdb_delivery_headroom(env);
-	if ((rc = store_lmdb_txn_begin(env, TRUE, &txn)) != 0) {
+	if ((rc = store_lmdb_delivery_txn_begin(env, &txn)) != 0) {
 		*error_r = store_lmdb_failed(env, "mdb_txn_begin", rc);
 		return -1;
 	}

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <sched.h>
 #include <time.h>
 
 #define TEST_NOW 1000000
@@ -1797,6 +1798,151 @@ static void test_delivery_map_full(void)
 	test_end();
 }
 
+/* Waits until process pid sleeps (state S in /proc/<pid>/stat), without
+   waiting for any time: a process that sleeps inside
+   loopguard_store_delivery_begin() waits for the writer lock. Returns at
+   once where /proc cannot tell. */
+static void test_wait_sleeping(pid_t pid)
+{
+	const char *path = t_strdup_printf("/proc/%ld/stat", (long)pid);
+	char buf[512];
+	const char *p;
+	ssize_t ret;
+	int fd;
+
+	for (;;) {
+		if ((fd = open(path, O_RDONLY)) < 0)
+			return;
+		ret = read(fd, buf, sizeof(buf) - 1);
+		i_close_fd(&fd);
+		if (ret <= 0)
+			return;
+		buf[ret] = '\0';
+		if ((p = strrchr(buf, ')')) == NULL || p[1] == '\0')
+			return;
+		if (p[2] == 'S')
+			return;
+		(void)sched_yield();
+	}
+}
+
+static void test_pipe_read(int fd)
+{
+	char c;
+
+	if (read(fd, &c, 1) != 1)
+		i_fatal("read(pipe) failed: %m");
+}
+
+static void test_pipe_write(int fd)
+{
+	if (write(fd, "x", 1) != 1)
+		i_fatal("write(pipe) failed: %m");
+}
+
+#define TEST_WAITER_RECORDS 150
+/* records' worth of room the parent leaves in the map */
+#define TEST_WAITER_ROOM_RECORDS 40
+
+/* The delivery of the child: waits for the writer lock, then writes more
+   than the room the parent's delivery leaves in the map. Returns the exit
+   code. */
+static int
+test_delivery_waiter(const struct loopguard_store_settings *set,
+		     int to_parent, int from_parent)
+{
+	struct loopguard_store *db;
+	struct loopguard_store_delivery *delivery;
+	const char *error;
+	unsigned int i;
+	int ret = 0;
+
+	if (loopguard_store_open(set, &db, &error) < 0)
+		return 2;
+	test_pipe_write(to_parent);
+	test_pipe_read(from_parent);
+	test_pipe_write(to_parent);
+	if (loopguard_store_delivery_begin(db, &delivery, &error) < 0)
+		return 3;
+	for (i = 0; i < TEST_WAITER_RECORDS && ret == 0; i++) T_BEGIN {
+		ret = test_put_size(db, t_strdup_printf("w%05u", i), 1000,
+				    TEST_NOW, TEST_NOW + 100000, &error);
+		if (ret < 0)
+			i_error("waiter: change %u: %s", i, error);
+	} T_END;
+	if (loopguard_store_delivery_commit(&delivery, &error) < 0)
+		return 4;
+	loopguard_store_close(&db);
+	return ret == 0 ? 0 : 5;
+}
+
+/* The room in the map is judged once a delivery holds the writer lock:
+   while it waited, the deliveries ahead of it used the room there was
+   when it began to wait. Judged before, the map was left just above the
+   pages in use, and a later change of the delivery failed on
+   MDB_MAP_FULL while the file was far below its limit. */
+static void test_delivery_map_full_after_wait(void)
+{
+	struct loopguard_store_settings set = test_settings("delivery-wait");
+	struct loopguard_store *db = test_open(&set);
+	struct loopguard_store_delivery *delivery;
+	const char *error = NULL, *payload;
+	unsigned int i, stored = 0, keep;
+	int to_parent[2], from_parent[2], ret = 0;
+	pid_t pid;
+
+	test_begin("loopguard db delivery: room judged after waiting for the lock");
+	if (pipe(to_parent) < 0 || pipe(from_parent) < 0)
+		i_fatal("pipe() failed: %m");
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		_exit(test_delivery_waiter(&set, to_parent[1],
+					   from_parent[0]));
+	}
+	/* the child has the store open: opening takes the writer lock */
+	test_pipe_read(to_parent[0]);
+
+	/* How many records fill the map: found in a delivery that is
+	   aborted, so that the next one can leave a known room free. */
+	delivery = test_begin_delivery(db);
+	for (i = 0; i < 2000 && ret == 0; i++) T_BEGIN {
+		ret = test_put_size(db, t_strdup_printf("h%05u", i), 1000,
+				    TEST_NOW, TEST_NOW + 100000, &error);
+		if (ret == 0)
+			stored++;
+	} T_END;
+	test_assert(ret < 0 && stored > 2 * TEST_WAITER_ROOM_RECORDS);
+	loopguard_store_delivery_abort(&delivery);
+	/* room for the child's first changes, not for all of them */
+	keep = stored > TEST_WAITER_ROOM_RECORDS ?
+		stored - TEST_WAITER_ROOM_RECORDS : 0;
+	delivery = test_begin_delivery(db);
+	for (i = 0; i < keep; i++) T_BEGIN {
+		test_assert_idx(test_put_size(db,
+			t_strdup_printf("h%05u", i), 1000, TEST_NOW,
+			TEST_NOW + 100000, &error) == 0, i);
+	} T_END;
+
+	/* the child begins its delivery while the map still looks nearly
+	   empty, and waits for the writer lock: only then does the parent
+	   commit */
+	test_pipe_write(from_parent[1]);
+	test_pipe_read(to_parent[0]);
+	test_wait_sleeping(pid);
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
+	test_assert(test_wait_child(pid) == 0);
+	test_assert(test_get(db, "", t_strdup_printf("w%05u",
+			TEST_WAITER_RECORDS - 1), TEST_NOW, &payload) == 1);
+	i_close_fd(&to_parent[0]);
+	i_close_fd(&to_parent[1]);
+	i_close_fd(&from_parent[0]);
+	i_close_fd(&from_parent[1]);
+	loopguard_store_close(&db);
+	test_end();
+}
+
 /* Runs last inside test_run(), while the library is still initialized. */
 /*
  * The store API on this driver
@@ -2158,6 +2304,7 @@ int main(void)
 		test_delivery_dies,
 		test_delivery_serializes,
 		test_delivery_map_full,
+		test_delivery_map_full_after_wait,
 		test_idle_reuse,
 		test_store_window,
 		test_store_fingerprint,
