@@ -161,10 +161,11 @@ void store_lmdb_reserve_release(struct store_lmdb_env *env)
 }
 
 /* The error for MDB_MAP_FULL that purging and growing did not cure.
-   Returns LOOPGUARD_STORE_FULL when the map is at its limit, else -1. */
+   Returns LOOPGUARD_STORE_FULL when the map is at its limit, else -1.
+   grow_note is added when the map may still grow. */
 int
 store_lmdb_map_full_error(struct store_lmdb *store, const char *func_name,
-			  const char *extra, const char **error_r)
+			  const char *grow_note, const char **error_r)
 {
 	MDB_envinfo info;
 	bool at_limit;
@@ -176,10 +177,10 @@ store_lmdb_map_full_error(struct store_lmdb *store, const char *func_name,
 	at_limit = info.me_mapsize >= store->env->soft_map_size;
 	*error_r = t_strdup_printf(
 		"loopguard store %s: %s failed: %s (map size %zu, limit %zu, "
-		"even after purging expired records%s%s)",
+		"even after purging expired records%s)",
 		store->env->path, func_name, mdb_strerror(MDB_MAP_FULL),
 		info.me_mapsize, store->env->hard_map_size,
-		at_limit ? ": the store is full of live records" : "", extra);
+		at_limit ? ": the store is full of live records" : grow_note);
 	return at_limit ? LOOPGUARD_STORE_FULL : -1;
 }
 

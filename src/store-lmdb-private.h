@@ -181,7 +181,7 @@ bool store_lmdb_grow(struct store_lmdb_env *env);
 bool store_lmdb_reserve_use(struct store_lmdb_env *env);
 void store_lmdb_reserve_release(struct store_lmdb_env *env);
 int store_lmdb_map_full_error(struct store_lmdb *store,
-			      const char *func_name, const char *extra,
+			      const char *func_name, const char *grow_note,
 			      const char **error_r);
 /* A write transaction with the map handling: MDB_MAP_RESIZED adopts the
    new size, MDB_MAP_FULL purges, grows and retries once. A func that only

@@ -1766,7 +1766,8 @@ static void test_delivery_map_full(void)
 	struct loopguard_store *db;
 	struct loopguard_store_delivery *delivery;
 	const char *error = NULL, *payload;
-	unsigned int i, stored = 0;
+	char *full_error = NULL;
+	unsigned int i, round, stored = 0;
 	int ret = 0;
 
 	test_begin("loopguard db delivery: a full map fails one change");
@@ -1780,7 +1781,8 @@ static void test_delivery_map_full(void)
 			stored++;
 	} T_END;
 	test_assert(ret < 0 && stored > 100 && stored < 20000);
-	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL);
+	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL &&
+		    strstr(error, "the map grows after this delivery") != NULL);
 	/* the delivery still reads its earlier changes */
 	test_assert(test_get(db, "", "k00000", TEST_NOW, &payload) == 1);
 	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
@@ -1794,6 +1796,26 @@ static void test_delivery_map_full(void)
 				  TEST_NOW + 100000, &error) == 0);
 	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
 	test_assert(test_get(db, "", "next", TEST_NOW, &payload) == 1);
+
+	/* at its limit the map is full, and the error says no more */
+	for (round = 0; round < 20 && ret != LOOPGUARD_STORE_FULL; round++) {
+		delivery = test_begin_delivery(db);
+		for (ret = 0; ret == 0; i++) T_BEGIN {
+			ret = test_put_size(db, t_strdup_printf("k%05u", i),
+					    1000, TEST_NOW, TEST_NOW + 100000,
+					    &error);
+			if (ret != 0) {
+				i_free(full_error);
+				full_error = i_strdup(error);
+			}
+		} T_END;
+		test_assert(loopguard_store_delivery_commit(&delivery,
+							    &error) == 0);
+	}
+	test_assert(ret == LOOPGUARD_STORE_FULL && full_error != NULL &&
+		    strstr(full_error, "full of live records") != NULL &&
+		    strstr(full_error, "grows") == NULL);
+	i_free(full_error);
 	loopguard_store_close(&db);
 	test_end();
 }
