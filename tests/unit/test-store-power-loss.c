@@ -20,6 +20,7 @@
 #include "unlink-directory.h"
 #include "test-common.h"
 #include "loopguard-store.h"
+#include "loopguard-compat.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,11 +396,11 @@ test_count_window(const struct loopguard_store_window *window, void *context)
 	struct test_count_context *ctx = context;
 	unsigned int n;
 
-	if (str_begins(window->key, "delivery") &&
+	if (str_begins_with(window->key, "delivery") &&
 	    str_to_uint(window->key + strlen("delivery"), &n) == 0 &&
 	    n < TEST_DELIVERIES)
 		ctx->deliveries |= 1U << n;
-	else if (str_begins(window->key, "prefill"))
+	else if (str_begins_with(window->key, "prefill"))
 		ctx->prefill++;
 	return 0;
 }
