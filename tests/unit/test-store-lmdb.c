@@ -390,6 +390,7 @@ static void test_map_full(void)
 	struct loopguard_store_settings set = test_settings("full");
 	struct loopguard_store *db;
 	const char *error = NULL, *payload;
+	char *full_error = NULL;
 	unsigned int i, stored = 0, purged, before, after;
 	struct stat st;
 	bool failed = FALSE;
@@ -405,14 +406,18 @@ static void test_map_full(void)
 					i % 2 == 0 ? 'e' : 'l', i), 1000,
 				    TEST_NOW, i % 2 == 0 ? TEST_NOW + 100 :
 				    TEST_NOW + 100000, &error);
-		if (ret < 0)
+		if (ret < 0) {
 			failed = TRUE;
-		else
+			full_error = i_strdup(error);
+		} else {
 			stored++;
+		}
 	} T_END;
 	test_assert(failed && ret == LOOPGUARD_STORE_FULL);
-	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL &&
-		    test_error_names_path(error, set.location));
+	test_assert(full_error != NULL &&
+		    strstr(full_error, "MDB_MAP_FULL") != NULL &&
+		    test_error_names_path(full_error, set.location));
+	i_free(full_error);
 	/* it grew past the 1 MiB start, but not past the cap */
 	test_assert(stored * 1000 > 1 * MiB);
 	test_assert(stat(set.location, &st) == 0 && st.st_size > 2 * MiB &&
@@ -1779,10 +1784,15 @@ static void test_delivery_map_full(void)
 				    TEST_NOW, TEST_NOW + 100000, &error);
 		if (ret == 0)
 			stored++;
+		else
+			full_error = i_strdup(error);
 	} T_END;
 	test_assert(ret < 0 && stored > 100 && stored < 20000);
-	test_assert(error != NULL && strstr(error, "MDB_MAP_FULL") != NULL &&
-		    strstr(error, "the map grows after this delivery") != NULL);
+	test_assert(full_error != NULL &&
+		    strstr(full_error, "MDB_MAP_FULL") != NULL &&
+		    strstr(full_error,
+			   "the map grows after this delivery") != NULL);
+	i_free(full_error);
 	/* the delivery still reads its earlier changes */
 	test_assert(test_get(db, "", "k00000", TEST_NOW, &payload) == 1);
 	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
