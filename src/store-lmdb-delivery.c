@@ -45,19 +45,40 @@ store_lmdb_commit_reserve_check(struct store_lmdb_env *env, MDB_txn *txn,
 /* Transactions begun and given up to grow the map first. */
 #define STORE_LMDB_DELIVERY_GROW_RETRIES 2
 
+static unsigned int store_lmdb_room_checks = 0;
+
+unsigned int store_lmdb_delivery_room_checks(void)
+{
+	return store_lmdb_room_checks;
+}
+
+/* Free pages after the last one in use, as of the last commit: while this
+   process holds the writer lock, the room its transaction began with.
+   Pages freed earlier only add to it. */
+static size_t
+store_lmdb_end_room_pages(struct store_lmdb_env *env, size_t *map_size_r)
+{
+	MDB_envinfo info;
+	size_t pages;
+
+	if (mdb_env_info(env->env, &info) != 0) {
+		*map_size_r = 0;
+		return 0;
+	}
+	*map_size_r = info.me_mapsize;
+	pages = info.me_mapsize / store_lmdb_page_size();
+	return pages > info.me_last_pgno + 1 ?
+		pages - (info.me_last_pgno + 1) : 0;
+}
+
 /* Whether the map has fewer free pages after the last one in use than a
    delivery may take, and may still grow. */
 static bool store_lmdb_delivery_cramped(struct store_lmdb_env *env)
 {
-	MDB_envinfo info;
-	size_t used, page_size = store_lmdb_page_size();
+	size_t map_size, room = store_lmdb_end_room_pages(env, &map_size);
 
-	if (mdb_env_info(env->env, &info) != 0 ||
-	    info.me_mapsize >= env->soft_map_size)
-		return FALSE;
-	used = (info.me_last_pgno + 1) * page_size;
-	return used + STORE_LMDB_DELIVERY_HEADROOM_PAGES * page_size >
-		info.me_mapsize;
+	return map_size < env->soft_map_size &&
+		room < STORE_LMDB_DELIVERY_HEADROOM_PAGES;
 }
 
 /* LMDB copies every page it changes, and the map cannot grow while the
@@ -82,6 +103,102 @@ store_lmdb_delivery_txn_begin(struct store_lmdb_env *env, MDB_txn **txn_r)
 	}
 }
 
+static void store_lmdb_delivery_txn_began(struct store_lmdb_delivery *delivery)
+{
+	size_t map_size;
+
+	delivery->room_pages =
+		store_lmdb_end_room_pages(delivery->store->env, &map_size);
+	delivery->changes_pages = 0;
+	delivery->uncounted = FALSE;
+}
+
+/* Page counting. LMDB copies a page the first time a transaction changes
+   it. Writing or deleting one record copies the pages on its path from
+   the root (depth pages); a write may split a page on every level and add
+   a root (depth + 1 new pages), a deletion may merge a page with its
+   neighbour on every level (depth pages); a value too large for a page
+   takes overflow pages of its own. So one record written or deleted takes
+   at most 2 x (depth + 1) pages besides its overflow pages, with depth
+   the deepest tree the change left. While the changes of a delivery can
+   together have taken fewer pages than were free at the end of the map
+   when its transaction began, minus the commit's reserve, the room check
+   after each change (a nested transaction, which costs LMDB megabytes of
+   allocation) is left out. */
+static void
+store_lmdb_delivery_count(struct store_lmdb_env *env, const MDB_val *key,
+			  const MDB_val *value)
+{
+	struct store_lmdb_delivery *delivery = env->delivery;
+	size_t page_size = store_lmdb_page_size();
+
+	if (delivery == NULL)
+		return;
+	delivery->change_ops++;
+	/* LMDB keeps a record on its page while it fits in a quarter of
+	   it, with room to spare: anything larger is counted as overflow */
+	if (value != NULL &&
+	    key->mv_size + value->mv_size > page_size / 4) {
+		delivery->change_overflow_pages +=
+			value->mv_size / page_size + 2;
+	}
+}
+
+int store_lmdb_put(struct store_lmdb_env *env, MDB_txn *txn, MDB_dbi dbi,
+		   MDB_val *key, MDB_val *value)
+{
+	store_lmdb_delivery_count(env, key, value);
+	return mdb_put(txn, dbi, key, value, 0);
+}
+
+int store_lmdb_del(struct store_lmdb_env *env, MDB_txn *txn, MDB_dbi dbi,
+		   MDB_val *key)
+{
+	store_lmdb_delivery_count(env, key, NULL);
+	return mdb_del(txn, dbi, key, NULL);
+}
+
+void store_lmdb_delivery_uncounted(struct store_lmdb_env *env)
+{
+	if (env->delivery != NULL)
+		env->delivery->uncounted = TRUE;
+}
+
+/* The most pages the change just made in txn can have taken. */
+static size_t
+store_lmdb_change_pages(struct store_lmdb_env *env, MDB_txn *txn)
+{
+	struct store_lmdb_delivery *delivery = env->delivery;
+	MDB_dbi dbis[] = { env->records_dbi, env->meta_dbi };
+	unsigned int i, depth = 0;
+	MDB_stat stat;
+
+	for (i = 0; i < N_ELEMENTS(dbis); i++) {
+		if (mdb_stat(txn, dbis[i], &stat) != 0)
+			return SIZE_MAX;
+		depth = I_MAX(depth, stat.ms_depth);
+	}
+	return (size_t)delivery->change_ops * 2 * (depth + 1) +
+		delivery->change_overflow_pages;
+}
+
+/* Whether the delivery's changes so far, this one included, may have left
+   less room than the commit needs: only then is the room checked. */
+static bool
+store_lmdb_delivery_room_unsure(struct store_lmdb_env *env, MDB_txn *txn,
+				size_t *changes_pages_r)
+{
+	struct store_lmdb_delivery *delivery = env->delivery;
+	size_t change = store_lmdb_change_pages(env, txn);
+
+	*changes_pages_r = change > SIZE_MAX - delivery->changes_pages ?
+		SIZE_MAX : delivery->changes_pages + change;
+	return delivery->uncounted ||
+		*changes_pages_r > delivery->room_pages ||
+		delivery->room_pages - *changes_pages_r <
+		STORE_LMDB_COMMIT_RESERVE_PAGES;
+}
+
 /* One change inside the delivery's transaction, as a nested transaction,
    so that a change that fails is undone alone and the delivery's earlier
    changes stay. The map cannot grow while a transaction is open: on
@@ -96,6 +213,7 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 	struct store_lmdb_delivery *delivery = env->delivery;
 	const char *func_name = "mdb_txn_begin";
 	bool retried = FALSE;
+	size_t changes_pages = 0;
 	MDB_txn *txn;
 	int rc;
 
@@ -106,10 +224,15 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 				"ended after an error", env->path);
 			return -1;
 		}
+		delivery->change_ops = 0;
+		delivery->change_overflow_pages = 0;
 		rc = mdb_txn_begin(env->env, delivery->txn, 0, &txn);
 		if (rc == 0) {
 			rc = func(store, txn, context, &func_name);
-			if (rc == 0) {
+			if (rc == 0 &&
+			    store_lmdb_delivery_room_unsure(env, txn,
+							    &changes_pages)) {
+				store_lmdb_room_checks++;
 				rc = store_lmdb_commit_reserve_check(
 					env, txn, &func_name);
 			}
@@ -122,6 +245,7 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 		}
 		if (rc == 0) {
 			delivery->written = TRUE;
+			delivery->changes_pages = changes_pages;
 			return 0;
 		}
 		/* One search for room per delivery: a second one (for its
@@ -144,6 +268,7 @@ int store_lmdb_delivery_write(struct store_lmdb *store, time_t now,
 			delivery->txn = NULL;
 			break;
 		}
+		store_lmdb_delivery_txn_began(delivery);
 	}
 	if (rc == MDB_MAP_FULL) {
 		delivery->grow = TRUE;
@@ -182,6 +307,7 @@ int store_lmdb_delivery_begin(struct loopguard_store *_store,
 	delivery->store = store;
 	delivery->txn = txn;
 	env->delivery = delivery;
+	store_lmdb_delivery_txn_began(delivery);
 	return 0;
 }
 

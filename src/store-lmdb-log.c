@@ -29,6 +29,8 @@ store_lmdb_log_append_txn(struct store_lmdb *store, MDB_txn *txn,
 	int rc;
 
 	ctx->cleared = FALSE;
+	/* the entries trimmed off have no bound */
+	store_lmdb_delivery_uncounted(env);
 	*func_r = "mdb_cursor_open";
 	if ((rc = mdb_cursor_open(txn, env->log_dbi, &cursor)) != 0)
 		return rc;

@@ -82,6 +82,17 @@ struct store_lmdb_delivery {
 	bool grow:1;
 	/* it has searched the full map for room once */
 	bool room_searched:1;
+	/* a change whose pages are not counted went into txn: every later
+	   change is followed by the room check */
+	bool uncounted:1;
+
+	/* free pages after the last page in use when txn began */
+	size_t room_pages;
+	/* the most pages the changes in txn can have taken */
+	size_t changes_pages;
+	/* records written and deleted by the running change, and the
+	   overflow pages its values need */
+	unsigned int change_ops, change_overflow_pages;
 };
 
 /* Runs inside a write transaction. Returns 0 or an MDB error code, with
@@ -203,6 +214,14 @@ int store_lmdb_delivery_begin(struct loopguard_store *store,
 int store_lmdb_delivery_commit(struct loopguard_store *store,
 			       const char **error_r);
 void store_lmdb_delivery_abort(struct loopguard_store *store);
+/* mdb_put() and mdb_del() for the records and the metadata: inside a
+   delivery they count the change's pages (see store-lmdb-delivery.c). */
+int store_lmdb_put(struct store_lmdb_env *env, MDB_txn *txn, MDB_dbi dbi,
+		   MDB_val *key, MDB_val *value);
+int store_lmdb_del(struct store_lmdb_env *env, MDB_txn *txn, MDB_dbi dbi,
+		   MDB_val *key);
+/* A change made otherwise (the log's): its pages are not counted. */
+void store_lmdb_delivery_uncounted(struct store_lmdb_env *env);
 
 /* store-lmdb-records.c: records as the codec builds them */
 void store_lmdb_key_build(const struct store_lmdb_env *env,

@@ -24,7 +24,8 @@ static void store_lmdb_keylist_add(buffer_t *list, const MDB_val *k)
 
 /* Deletes the keys collected by store_lmdb_keylist_add(). */
 static int
-store_lmdb_keylist_delete(MDB_txn *txn, MDB_dbi dbi, const buffer_t *list,
+store_lmdb_keylist_delete(struct store_lmdb_env *env, MDB_txn *txn,
+			  MDB_dbi dbi, const buffer_t *list,
 			  const char **func_r)
 {
 	const unsigned char *p = list->data, *end = p + list->used;
@@ -37,7 +38,7 @@ store_lmdb_keylist_delete(MDB_txn *txn, MDB_dbi dbi, const buffer_t *list,
 		k.mv_size = size;
 		k.mv_data = (void *)(p + sizeof(size));
 		p += sizeof(size) + size;
-		rc = mdb_del(txn, dbi, &k, NULL);
+		rc = store_lmdb_del(env, txn, dbi, &k);
 		if (rc != 0 && rc != MDB_NOTFOUND) {
 			*func_r = "mdb_del";
 			return rc;
@@ -90,7 +91,7 @@ int store_lmdb_reap(struct store_lmdb_env *env, MDB_txn *txn,
 		return rc;
 	}
 	reap->deleted = deletes;
-	return store_lmdb_keylist_delete(txn, env->records_dbi, reap->dead,
+	return store_lmdb_keylist_delete(env, txn, env->records_dbi, reap->dead,
 					 func_r);
 }
 
@@ -183,7 +184,7 @@ int store_lmdb_sweep(struct store_lmdb *store, MDB_txn *txn,
 	mv.mv_data = (void *)sweep->next_key->data;
 	mv.mv_size = sweep->next_key->used;
 	*func_r = "mdb_put";
-	return mdb_put(txn, env->meta_dbi, &mk, &mv, 0);
+	return store_lmdb_put(env, txn, env->meta_dbi, &mk, &mv);
 }
 
 /*
@@ -269,6 +270,7 @@ store_lmdb_purge_all_txn(struct store_lmdb *store, MDB_txn *txn,
 	if ((rc = mdb_stat(txn, env->records_dbi, &stat)) != 0)
 		return rc;
 	*purged_r = stat.ms_entries;
+	store_lmdb_delivery_uncounted(env);
 	*func_r = "mdb_drop";
 	if ((rc = mdb_drop(txn, env->records_dbi, 0)) != 0 ||
 	    (rc = mdb_drop(txn, env->log_dbi, 0)) != 0 ||

@@ -196,14 +196,15 @@ store_lmdb_update_txn(struct store_lmdb *store, MDB_txn *txn, void *context,
 		v.mv_data = (void *)ctx->value->data;
 		v.mv_size = ctx->value->used;
 		*func_r = "mdb_put";
-		if ((rc = mdb_put(txn, env->records_dbi, &k, &v, 0)) != 0)
+		if ((rc = store_lmdb_put(env, txn, env->records_dbi,
+					 &k, &v)) != 0)
 			return rc;
 	} else if (stored && (keep || oldp == NULL)) {
 		/* Either a deletion, or the callback left alone a record
 		   nobody can see anyway (expired or unreadable): drop that
 		   now rather than waiting for the sweep. */
 		*func_r = "mdb_del";
-		rc = mdb_del(txn, env->records_dbi, &k, NULL);
+		rc = store_lmdb_del(env, txn, env->records_dbi, &k);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			return rc;
 	}
@@ -418,7 +419,7 @@ store_lmdb_delete_txn(struct store_lmdb *store, MDB_txn *txn, void *context,
 		ctx->ret = 1;
 	}
 	*func_r = "mdb_del";
-	return mdb_del(txn, store->env->records_dbi, &k, NULL);
+	return store_lmdb_del(store->env, txn, store->env->records_dbi, &k);
 }
 
 int store_lmdb_delete(struct loopguard_store *_store,

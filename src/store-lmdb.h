@@ -85,4 +85,8 @@ const char *store_lmdb_network_fs_name(long fs_type);
    store's directory. */
 extern long (*store_lmdb_fs_type_override)(const char *dir);
 
+/* How many times this process has checked, after a change inside a
+   delivery, that the commit still has room. */
+unsigned int store_lmdb_delivery_room_checks(void);
+
 #endif

@@ -1830,6 +1830,73 @@ static void test_delivery_map_full(void)
 	test_end();
 }
 
+/* The room left for the commit is checked after a change only when the
+   delivery's changes may have taken the pages that were free when it
+   began: never for a few changes on a roomy map. Filling the map in one
+   delivery, with records of every size and sweeps deleting, the checks
+   come back before the room runs out: a change that does not fit fails
+   alone and the commit succeeds. */
+static void test_delivery_room_counted(void)
+{
+	static const size_t sizes[] = { 40, 900, 3000, 9000, 30000 };
+	struct loopguard_store_settings set;
+	struct loopguard_store *db;
+	struct loopguard_store_delivery *delivery;
+	const char *error;
+	unsigned int i, n, checks, stored;
+	int ret;
+
+	test_begin("loopguard db delivery: room checked only when in doubt");
+	set = test_settings("delivery-room");
+	db = test_open(&set);
+	checks = store_lmdb_delivery_room_checks();
+	delivery = test_begin_delivery(db);
+	for (i = 0; i < 3; i++) {
+		test_assert_idx(test_put_size(db, t_strdup_printf("s%u", i),
+					      100, TEST_NOW, TEST_NOW + 1000,
+					      &error) == 0, i);
+	}
+	test_assert(loopguard_store_delivery_commit(&delivery, &error) == 0);
+	test_assert(store_lmdb_delivery_room_checks() == checks);
+	loopguard_store_close(&db);
+
+	for (n = 0; n < N_ELEMENTS(sizes); n++) T_BEGIN {
+		set = test_settings(t_strdup_printf("delivery-room-%u", n));
+		set.max_size = 2 * MiB;
+		db = test_open(&set);
+		/* dead by the delivery's time: its sweeps delete them */
+		for (i = 0; i < 20; i++) {
+			test_assert_idx(test_put_size(db,
+				t_strdup_printf("e%05u", i), 200, TEST_NOW,
+				TEST_NOW + 10, &error) == 0, i);
+		}
+		checks = store_lmdb_delivery_room_checks();
+		delivery = test_begin_delivery(db);
+		ret = 0;
+		stored = 0;
+		for (i = 0; i < 100000 && ret == 0; i++) {
+			ret = test_put_size(db, t_strdup_printf("k%05u", i),
+					    sizes[n], TEST_NOW + 100,
+					    TEST_NOW + 100000, &error);
+			if (ret == 0)
+				stored++;
+		}
+		test_assert_idx(ret != 0 && stored > 1, n);
+		/* some changes went unchecked, the last ones were checked */
+		test_assert_idx(store_lmdb_delivery_room_checks() > checks, n);
+		test_assert_idx(store_lmdb_delivery_room_checks() - checks + 1 <
+				stored, n);
+		test_assert_idx(loopguard_store_delivery_commit(&delivery,
+							     &error) == 0, n);
+		test_assert_idx(test_child_sees(&set, "k00000") == 1, n);
+		test_assert_idx(test_child_sees(&set, t_strdup_printf(
+			"k%05u", stored - 1)) == 1, n);
+		test_assert_idx(test_child_sees(&set, "e00000") == 0, n);
+		loopguard_store_close(&db);
+	} T_END;
+	test_end();
+}
+
 /* Waits until process pid sleeps (state S in /proc/<pid>/stat), without
    waiting for any time: a process that sleeps inside
    loopguard_store_delivery_begin() waits for the writer lock. Returns at
@@ -2337,6 +2404,7 @@ int main(void)
 		test_delivery_serializes,
 		test_delivery_map_full,
 		test_delivery_map_full_after_wait,
+		test_delivery_room_counted,
 		test_idle_reuse,
 		test_store_window,
 		test_store_fingerprint,
